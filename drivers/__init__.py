@@ -1,0 +1,1 @@
+"""Device drivers: they know devices and their wire protocols, never runs or schedules."""

@@ -1,0 +1,153 @@
+"""MFC register profiles: a vendor's Modbus map as data (`drivers/profiles/*.toml`).
+
+A profile says where each value lives, how it is encoded and in which unit, so that
+supporting another controller means writing a TOML file, not code.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+PROFILE_DIR = Path(__file__).with_name("profiles")
+
+RegisterType = Literal["float32", "uint16", "int16", "uint32", "int32"]
+WordOrder = Literal["big", "little"]
+
+# Registers an extra transaction costs about as much as reading: 13 bytes of framing
+# plus two 3.5-character gaps (DESIGN §10) is about 20 character times = 10 registers.
+MERGE_GAP_REGISTERS = 10
+MAX_REGISTERS_PER_READ = 125
+
+WIDTH = {"float32": 2, "uint16": 1, "int16": 1, "uint32": 2, "int32": 2}
+
+
+class Register(BaseModel):
+    """One value in the device's map, at a PDU (zero-based) address."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    address: int = Field(ge=0, le=0xFFFF)
+    type: RegisterType = "float32"
+    function: Literal["holding", "input"] = "holding"
+    scale: float = 1.0
+    unit: str | None = None  # None: the profile's flow unit
+    writable: bool = False
+
+    @property
+    def width(self) -> int:
+        return WIDTH[self.type]
+
+
+class Action(BaseModel):
+    """A fixed write that makes the device do something (tare, totalizer reset)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    address: int = Field(ge=0, le=0xFFFF)
+    values: list[int] = Field(min_length=1)
+
+
+class Profile(BaseModel):
+    """A controller model's register map, reference conditions and polling set."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str = ""
+    flow_unit: str
+    reference_temperature_c: float
+    reference_pressure_kpa: float = Field(gt=0)
+    word_order: WordOrder = "big"
+    poll: list[str] = Field(min_length=1)
+    registers: dict[str, Register]
+    actions: dict[str, Action] = {}
+
+    @model_validator(mode="after")
+    def _check_map(self) -> Profile:
+        for required in ("flow", "setpoint"):
+            if required not in self.registers:
+                raise ValueError(f"profile must define register '{required}'")
+        if not self.registers["setpoint"].writable:
+            raise ValueError("register 'setpoint' must be writable")
+        unknown = [name for name in self.poll if name not in self.registers]
+        if unknown:
+            raise ValueError(f"poll names registers that are not defined: {unknown}")
+        return self
+
+    def unit_of(self, name: str) -> str:
+        return self.registers[name].unit or self.flow_unit
+
+    def with_overrides(
+        self, addresses: dict[str, int] | None = None, word_order: WordOrder | None = None
+    ) -> Profile:
+        """This profile with some register addresses moved and/or another word order."""
+        registers = dict(self.registers)
+        for name, address in (addresses or {}).items():
+            if name not in registers:
+                raise ValueError(f"register '{name}' is not in profile '{self.name}'")
+            registers[name] = registers[name].model_copy(update={"address": address})
+        return self.model_copy(
+            update={"registers": registers, "word_order": word_order or self.word_order}
+        )
+
+    def poll_blocks(self) -> list[Block]:
+        """The polled registers grouped into as few contiguous reads as is worth it."""
+        by_function: dict[str, list[tuple[str, Register]]] = {}
+        for name in self.poll:
+            register = self.registers[name]
+            by_function.setdefault(register.function, []).append((name, register))
+        blocks: list[Block] = []
+        for function, members in by_function.items():
+            members.sort(key=lambda item: item[1].address)
+            current: Block | None = None
+            for name, register in members:
+                end = register.address + register.width
+                if (
+                    current is not None
+                    and register.address - current.end <= MERGE_GAP_REGISTERS
+                    and end - current.start <= MAX_REGISTERS_PER_READ
+                ):
+                    current.members.append(name)
+                    current.end = max(current.end, end)
+                    continue
+                current = Block(function, register.address, end, [name])
+                blocks.append(current)
+        return blocks
+
+
+class Block:
+    """A contiguous span of registers read in one transaction."""
+
+    def __init__(self, function: str, start: int, end: int, members: list[str]) -> None:
+        self.function = function
+        self.start = start
+        self.end = end
+        self.members = members
+
+    @property
+    def count(self) -> int:
+        return self.end - self.start
+
+    def __repr__(self) -> str:
+        return f"Block({self.function}, {self.start}..{self.end - 1}, {self.members})"
+
+
+def available_profiles() -> list[str]:
+    return sorted(path.stem for path in PROFILE_DIR.glob("*.toml"))
+
+
+def load_profile(name_or_path: str) -> Profile:
+    """Load a shipped profile by name, or any profile file by path."""
+    path = Path(name_or_path)
+    if path.suffix != ".toml":
+        path = PROFILE_DIR / f"{name_or_path}.toml"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"unknown MFC profile '{name_or_path}' (shipped: {', '.join(available_profiles())})"
+        )
+    with path.open("rb") as handle:
+        return Profile.model_validate(tomllib.load(handle))
