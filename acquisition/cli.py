@@ -1,14 +1,60 @@
-"""The `crf` command line: one entry point for checking configs, the daemon and plugins."""
+"""The `crf` command line: check a config, run the daemon, and commands added by plugins."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import signal
 import sys
 from importlib.metadata import entry_points
 
 from acquisition import __version__
+from acquisition.config import ConfigError, StationConfig, load_config
+from acquisition.logs import configure_logging
 
 PLUGIN_GROUP = "crf.commands"
+EXIT_CONFIG = 2
+
+
+def _load_or_report(path: str) -> StationConfig | None:
+    try:
+        return load_config(path)
+    except ConfigError as error:
+        print(f"config error{'s' if len(error.problems) > 1 else ''}:\n{error}", file=sys.stderr)
+        return None
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = _load_or_report(args.path)
+    if config is None:
+        return EXIT_CONFIG
+    if args.json:
+        print(config.model_dump_json(indent=2))
+    else:
+        print(f"{args.path}: ok (station {config.station}, {len(config.lines)} line(s), "
+              f"{len(config.mfcs)} MFC(s))")
+    return 0
+
+
+async def _run_daemon(config: StationConfig, duration: float | None) -> None:
+    from acquisition.daemon import Daemon  # imported late: check-config stays light
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    if duration is not None:
+        loop.call_later(duration, stop.set)
+    await Daemon(config).run(stop)
+
+
+def cmd_daemon(args: argparse.Namespace) -> int:
+    config = _load_or_report(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    configure_logging(args.log_level)
+    asyncio.run(_run_daemon(config, args.duration))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,10 +65,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"crf-daq {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    check = commands.add_parser("check-config", help="validate a station config file")
+    check.add_argument("path", help="station TOML file")
+    check.add_argument("--json", action="store_true",
+                       help="print the validated config, defaults filled in, as JSON")
+    check.set_defaults(func=cmd_check_config)
+
+    daemon = commands.add_parser("daemon", help="poll and record every configured device")
+    daemon.add_argument("--config", required=True, help="station TOML file")
+    daemon.add_argument("--duration", type=float, metavar="SECONDS",
+                        help="stop after this long (default: until SIGTERM/SIGINT)")
+    daemon.add_argument("--log-level", default="info",
+                        choices=["debug", "info", "warning", "error"])
+    daemon.set_defaults(func=cmd_daemon)
+
     # Other packages (the simulators) add commands through entry points, so this
     # module never imports them.
     for plugin in entry_points(group=PLUGIN_GROUP):
-        plugin.load()(commands)
+        try:
+            plugin.load()(commands)
+        except Exception as error:  # a broken add-on must not take the daemon down with it
+            print(f"crf: command '{plugin.name}' unavailable: {error}", file=sys.stderr)
     return parser
 
 

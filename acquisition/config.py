@@ -13,9 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from drivers.modbus_line import LineSettings
 from drivers.profile import Profile, WordOrder, available_profiles, load_profile
-
-STANDARD_BAUD_RATES = (1200, 2400, 4800, 9600, 14400, 19200, 38400, 57600, 115200, 230400)
 
 
 class Strict(BaseModel):
@@ -32,35 +31,6 @@ class AcquisitionConfig(Strict):
     sample_rate_hz: float = Field(2.0, gt=0, le=100, description="MFC polls per second")
     commit_interval_s: float = Field(1.0, gt=0, le=60, description="sample batch period")
     zero_timeout_s: float = Field(2.0, gt=0, le=30, description="per device, when zeroing")
-
-
-class LineConfig(Strict):
-    """One physical Modbus line: a serial port, an RTU-over-TCP gateway, or Modbus TCP."""
-
-    transport: Literal["serial", "rtu-tcp", "tcp"] = "serial"
-    port: str | None = Field(None, description="serial device, e.g. /dev/serial/by-id/...")
-    host: str | None = None
-    tcp_port: int | None = Field(None, ge=1, le=65535)
-    baudrate: int = 19200
-    parity: Literal["N", "E", "O"] = "N"
-    stopbits: Literal[1, 2] = 1
-    bytesize: Literal[7, 8] = 8
-    timeout_s: float = Field(0.3, gt=0, le=30)
-    retries: int = Field(1, ge=0, le=10)
-
-    @field_validator("baudrate")
-    @classmethod
-    def _standard_baud(cls, value: int) -> int:
-        if value not in STANDARD_BAUD_RATES:
-            raise ValueError(
-                f"{value} is not a standard baud rate; use one of "
-                + ", ".join(map(str, STANDARD_BAUD_RATES))
-            )
-        return value
-
-    @property
-    def endpoint(self) -> str:
-        return self.port if self.transport == "serial" else f"{self.host}:{self.tcp_port}"
 
 
 class MfcConfig(Strict):
@@ -102,7 +72,7 @@ class StationConfig(Strict):
     station: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     storage: StorageConfig
     acquisition: AcquisitionConfig = AcquisitionConfig()
-    lines: dict[str, LineConfig] = Field(min_length=1)
+    lines: dict[str, LineSettings] = Field(min_length=1)
     mfcs: dict[str, MfcConfig] = {}
     sim: dict[str, Any] = Field({}, description="settings read only by `crf sim`")
 
@@ -134,15 +104,8 @@ def _pydantic_problems(error: ValidationError) -> list[tuple[str, str]]:
 
 
 def _cross_check(config: StationConfig) -> list[tuple[str, str]]:
-    """Rules that span tables: line references, shared unit ids, transport fields."""
+    """Rules that span tables: line references, shared unit ids, profile overrides."""
     problems: list[tuple[str, str]] = []
-    for name, line in config.lines.items():
-        if line.transport == "serial" and not line.port:
-            problems.append((f"lines.{name}.port", "a serial line needs `port`"))
-        if line.transport != "serial" and not (line.host and line.tcp_port):
-            problems.append(
-                (f"lines.{name}", f"a {line.transport} line needs `host` and `tcp_port`")
-            )
     seen: dict[tuple[str, int], str] = {}
     for name, mfc in config.mfcs.items():
         if mfc.line not in config.lines:

@@ -1,0 +1,82 @@
+-- crf-daq run store, schema version 1. Open it with `sqlite3 FILE`; `samples_v` is the
+-- readable view of samples. Times are UTC nanoseconds since the epoch (`t_ns`);
+-- `datetime(t_ns / 1e9, 'unixepoch', 'subsec')` shows them as text.
+
+-- One calibration run: a sequence executed once (filled by the scheduler).
+CREATE TABLE IF NOT EXISTS runs (
+    id              TEXT PRIMARY KEY,            -- time-sortable, e.g. 20261124T081500Z-3f2a
+    station         TEXT NOT NULL,
+    sequence_name   TEXT,
+    sequence_json   TEXT,                        -- the full sequence definition
+    sequence_hash   TEXT,
+    config_hash     TEXT NOT NULL,
+    operator        TEXT,
+    dut             TEXT,                        -- device under test, free text / JSON
+    software        TEXT NOT NULL,               -- crf-daq version
+    inventory_json  TEXT,                        -- devices: model, serial, firmware, certificate
+    clock_offset_s  REAL,                        -- GNSS minus host clock at start
+    t_start_ns      INTEGER NOT NULL,
+    t_end_ns        INTEGER,
+    status          TEXT NOT NULL CHECK (status IN
+                        ('running', 'completed', 'aborted', 'failed', 'interrupted')),
+    reason          TEXT
+);
+
+-- One setpoint step of a run and its truth.
+CREATE TABLE IF NOT EXISTS steps (
+    run_id          TEXT NOT NULL REFERENCES runs(id),
+    idx             INTEGER NOT NULL,
+    release_point   TEXT,
+    target_value    REAL,
+    target_unit     TEXT,
+    mfcs_json       TEXT,                        -- MFC(s) used and converted setpoints
+    t_start_ns      INTEGER,
+    t_stable_ns     INTEGER,
+    t_end_ns        INTEGER,
+    stable          INTEGER,
+    truth_mean      REAL,
+    truth_std       REAL,
+    truth_n         INTEGER,
+    truth_unit      TEXT,
+    u_standard      REAL,
+    u_expanded      REAL,
+    budget_json     TEXT,
+    qc_flags        TEXT,
+    PRIMARY KEY (run_id, idx)
+);
+
+-- Every (device, channel) the daemon has recorded, with its unit.
+CREATE TABLE IF NOT EXISTS channels (
+    id              INTEGER PRIMARY KEY,
+    device          TEXT NOT NULL,
+    channel         TEXT NOT NULL,
+    unit            TEXT NOT NULL,
+    UNIQUE (device, channel, unit)
+);
+
+-- Readings, between runs too (run_id NULL). value is NULL unless quality = 'ok'.
+CREATE TABLE IF NOT EXISTS samples (
+    run_id          TEXT REFERENCES runs(id),
+    t_ns            INTEGER NOT NULL,
+    channel_id      INTEGER NOT NULL REFERENCES channels(id),
+    value           REAL,
+    quality         TEXT NOT NULL DEFAULT 'ok',
+    detail          TEXT
+);
+CREATE INDEX IF NOT EXISTS samples_by_channel_time ON samples (channel_id, t_ns);
+CREATE INDEX IF NOT EXISTS samples_by_run ON samples (run_id, t_ns) WHERE run_id IS NOT NULL;
+
+CREATE VIEW IF NOT EXISTS samples_v AS
+    SELECT s.run_id, s.t_ns, datetime(s.t_ns / 1e9, 'unixepoch', 'subsec') AS utc,
+           c.device, c.channel, s.value, c.unit, s.quality, s.detail
+    FROM samples s JOIN channels c ON c.id = s.channel_id;
+
+-- What happened: state changes, alarms, commands, faults, notes. detail is JSON.
+CREATE TABLE IF NOT EXISTS events (
+    id              INTEGER PRIMARY KEY,
+    run_id          TEXT REFERENCES runs(id),
+    t_ns            INTEGER NOT NULL,
+    kind            TEXT NOT NULL,
+    detail          TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS events_by_time ON events (t_ns);

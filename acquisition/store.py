@@ -1,0 +1,137 @@
+"""The SQLite run store: the system of record for samples, events, runs and steps.
+
+All SQLite work runs on one dedicated thread, so the event loop never waits on a disk
+commit and the connection is only ever used from one thread. WAL with synchronous=FULL:
+a committed event survives a power cut; samples arrive in ~1 s batches to keep that cheap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from importlib.resources import files
+from pathlib import Path
+from typing import Any, TypeVar
+
+from drivers.sample import Sample
+
+SCHEMA_VERSION = 1
+T = TypeVar("T")
+
+
+class StoreError(Exception):
+    """The run store cannot be opened or written."""
+
+
+class Store:
+    """Asynchronous facade over one SQLite file, serialized on a single worker thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="crf-store")
+        self._db: sqlite3.Connection | None = None
+        self._channel_ids: dict[tuple[str, str, str], int] = {}
+
+    @property
+    def is_open(self) -> bool:
+        return self._db is not None
+
+    async def open(self) -> None:
+        await self._run(self._open)
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._run(self._close)
+        self._executor.shutdown(wait=True)
+
+    async def _run(self, work: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, work, *args)
+
+    # --- worker-thread side -------------------------------------------------------
+
+    def _open(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA foreign_keys=ON")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, SCHEMA_VERSION):
+                raise StoreError(
+                    f"{self.path}: schema version {version}, this crf-daq reads {SCHEMA_VERSION}"
+                )
+            db.executescript(files("acquisition").joinpath("schema.sql").read_text())
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot open run store: {exc}") from exc
+        self._db = db
+        self._channel_ids = {
+            (device, channel, unit): channel_id
+            for channel_id, device, channel, unit in db.execute(
+                "SELECT id, device, channel, unit FROM channels"
+            )
+        }
+
+    def _close(self) -> None:
+        assert self._db is not None
+        self._db.close()
+        self._db = None
+
+    def _channel_id(self, device: str, channel: str, unit: str) -> int:
+        key = (device, channel, unit)
+        if key not in self._channel_ids:
+            assert self._db is not None
+            cursor = self._db.execute(
+                "INSERT INTO channels (device, channel, unit) VALUES (?, ?, ?)", key
+            )
+            self._channel_ids[key] = int(cursor.lastrowid or 0)
+        return self._channel_ids[key]
+
+    def _insert_samples(self, samples: list[Sample], run_id: str | None) -> None:
+        assert self._db is not None
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "INSERT INTO samples (run_id, t_ns, channel_id, value, quality, detail)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (run_id, s.t_ns, self._channel_id(s.device, s.channel, s.unit),
+                     s.value, s.quality.value, s.detail)
+                    for s in samples
+                ],
+            )
+
+    def _insert_event(self, kind: str, detail: str, run_id: str | None, t_ns: int) -> int:
+        assert self._db is not None
+        cursor = self._db.execute(
+            "INSERT INTO events (run_id, t_ns, kind, detail) VALUES (?, ?, ?, ?)",
+            (run_id, t_ns, kind, detail),
+        )
+        return int(cursor.lastrowid or 0)
+
+    def _query(self, sql: str, params: Iterable[Any]) -> list[tuple[Any, ...]]:
+        assert self._db is not None
+        return self._db.execute(sql, tuple(params)).fetchall()
+
+    # --- event-loop side ----------------------------------------------------------
+
+    async def add_samples(self, samples: list[Sample], run_id: str | None = None) -> None:
+        """Commit a batch of samples in one transaction."""
+        if samples:
+            await self._run(self._insert_samples, samples, run_id)
+
+    async def add_event(
+        self, kind: str, detail: dict[str, Any] | None = None, run_id: str | None = None
+    ) -> int:
+        """Commit one event row now (durable before this returns)."""
+        payload = json.dumps(detail or {}, default=str, ensure_ascii=False)
+        return await self._run(self._insert_event, kind, payload, run_id, time.time_ns())
+
+    async def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        """Read-only helper for tools and tests."""
+        return await self._run(self._query, sql, params)
