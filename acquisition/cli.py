@@ -53,7 +53,13 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     if config is None:
         return EXIT_CONFIG
     configure_logging(args.log_level)
-    asyncio.run(_run_daemon(config, args.duration))
+    from acquisition.store import StoreError
+
+    try:
+        asyncio.run(_run_daemon(config, args.duration))
+    except StoreError as error:
+        print(f"crf daemon: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

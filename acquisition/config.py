@@ -88,10 +88,12 @@ class ConfigError(Exception):
         super().__init__("\n".join(lines))
 
 
-def _pydantic_problems(error: ValidationError) -> list[tuple[str, str]]:
+def pydantic_problems(error: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
+    """(key path, message) pairs from a pydantic error, worded for people editing TOML."""
     problems = []
     for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"])
+        key = ".".join([prefix, *(str(part) for part in item["loc"])] if prefix
+                       else [str(part) for part in item["loc"]])
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown key (check spelling; see config/station.example.toml)"
@@ -141,7 +143,7 @@ def load_config(path: str | Path) -> StationConfig:
     try:
         config = StationConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(path, _pydantic_problems(exc)) from None
+        raise ConfigError(path, pydantic_problems(exc)) from None
     problems = _cross_check(config)
     if problems:
         raise ConfigError(path, problems)

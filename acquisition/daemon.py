@@ -25,6 +25,19 @@ from acquisition.store import Store
 log = structlog.get_logger(__name__)
 
 
+async def cancel_and_wait(tasks: list[asyncio.Task[None]], patience_s: float = 5.0) -> None:
+    """Cancel tasks and wait for them, cancelling again any that swallowed the cancel."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + patience_s
+    pending = {task for task in tasks if not task.done()}
+    while pending and loop.time() < deadline:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.5)
+    if pending:
+        log.error("tasks did not stop", tasks=sorted(task.get_name() for task in pending))
+
+
 class Daemon:
     """One station's acquisition: owns the store, the devices and their tasks."""
 
@@ -93,9 +106,9 @@ class Daemon:
         return results
 
     async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        for poller in self.pollers.values():
+            poller.stopping = True
+        await cancel_and_wait(tasks)
         try:
             await self._zero_everything("shutdown")
         finally:

@@ -42,12 +42,15 @@ class MfcPoller:
         self.emit = emit
         self.zero_confirmed = zero_confirmed
         self.polls = 0
+        self.stopping = False
         self._fault: Quality | None = None
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         next_poll = loop.time()
-        while True:
+        # The flag, not only cancellation, ends the loop: Python 3.11's timeouts can
+        # swallow a cancel that lands just as a device timeout fires.
+        while not self.stopping:
             if not self.zero_confirmed:
                 await self._retry_zero()
             samples = await self.mfc.poll()

@@ -67,7 +67,7 @@ class Store:
                 )
             db.executescript(files("acquisition").joinpath("schema.sql").read_text())
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"{self.path}: cannot open run store: {exc}") from exc
         self._db = db
         self._channel_ids = {

@@ -8,6 +8,7 @@ every pymodbus failure into one of three errors that say what happened.
 from __future__ import annotations
 
 import asyncio
+import termios
 import time
 from collections.abc import Awaitable, Callable
 from typing import Literal
@@ -155,7 +156,17 @@ class ModbusLine:
                 f"line '{self.name}' ({self.settings.endpoint}) is down; "
                 f"next reconnect in {self._next_attempt - now:.1f} s"
             )
-        if await self._client.connect():
+        try:
+            opened = await self._client.connect()
+        except (OSError, termios.error, ValueError) as error:
+            # pyserial raises termios.error (not an OSError) when the port refuses
+            # its settings, e.g. a parity the adapter or a pty cannot do.
+            self._client.close()
+            opened = False
+            cause = f": {error}"
+        else:
+            cause = ""
+        if opened:
             self._backoff_s = self.settings.reconnect_min_s
             if self._was_up is False:
                 self.reconnects += 1
@@ -163,7 +174,7 @@ class ModbusLine:
             return
         self._next_attempt = now + self._backoff_s
         self._backoff_s = min(self._backoff_s * 2, self.settings.reconnect_max_s)
-        reason = f"cannot open {self.settings.endpoint}"
+        reason = f"cannot open {self.settings.endpoint}{cause}"
         self._report(False, reason)
         raise LineDownError(f"line '{self.name}': {reason}")
 

@@ -1,0 +1,68 @@
+"""`crf sim`: run a station's simulated MFCs until stopped (registered as a `crf` plugin)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+from acquisition.config import ConfigError, load_config
+from acquisition.logs import configure_logging
+from simulators.settings import SimConfigError
+from simulators.station import SimStation
+
+EXIT_CONFIG = 2
+EXIT_PORT = 1
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the `sim` command to the `crf` parser (entry point `crf.commands`)."""
+    parser = subparsers.add_parser(
+        "sim", help="serve a config's MFCs as simulated Modbus slaves on ptys and TCP ports"
+    )
+    parser.add_argument("--config", required=True, help="station TOML file")
+    parser.add_argument("--no-pace", action="store_true",
+                        help="answer at once instead of at the serial lines' byte timing")
+    parser.add_argument("--seed", type=int, help="noise seed (default: [sim] seed, else random)")
+    parser.add_argument("--duration", type=float, metavar="SECONDS",
+                        help="stop after this long (default: until SIGTERM/SIGINT)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+        station = SimStation(config, pace=False if args.no_pace else None, seed=args.seed)
+    except ConfigError as error:
+        print(f"config error:\n{error}", file=sys.stderr)
+        return EXIT_CONFIG
+    except SimConfigError as error:
+        print(f"config error:\n{ConfigError(Path(args.config), error.problems)}",
+              file=sys.stderr)
+        return EXIT_CONFIG
+    except ValueError as error:  # a profile the simulator cannot serve
+        print(f"crf sim: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    configure_logging("info")
+    try:
+        asyncio.run(_serve(station, args.duration))
+    except OSError as error:  # port path taken, TCP port in use
+        print(f"crf sim: {error}", file=sys.stderr)
+        return EXIT_PORT
+    return 0
+
+
+async def _serve(station: SimStation, duration: float | None) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    if duration is not None:
+        loop.call_later(duration, stop.set)
+    async with station:
+        for line in station.describe():
+            print(line)
+        sys.stdout.flush()
+        await stop.wait()

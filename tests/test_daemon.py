@@ -1,0 +1,225 @@
+"""The daemon end to end: simulator -> drivers -> bus -> recorder -> SQLite, and fail-safe exits."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sqlite3
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from acquisition.config import StationConfig
+from acquisition.daemon import Daemon
+from simulators.station import SimStation
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def db(config: StationConfig) -> sqlite3.Connection:
+    return sqlite3.connect(config.storage.path)
+
+
+def events(config: StationConfig) -> list[tuple[str, dict]]:
+    with db(config) as conn:
+        return [(kind, json.loads(detail))
+                for kind, detail in conn.execute("SELECT kind, detail FROM events ORDER BY id")]
+
+
+class RunningDaemon:
+    """A daemon task in this process, stopped the way a signal would stop it."""
+
+    def __init__(self, config: StationConfig) -> None:
+        self.daemon = Daemon(config)
+        self.stop = asyncio.Event()
+        self.task = asyncio.create_task(self.daemon.run(self.stop), name="daemon-under-test")
+
+    async def wait_polled(self, polls: int = 3) -> None:
+        for _ in range(200):
+            if self.daemon.pollers and all(p.polls >= polls
+                                           for p in self.daemon.pollers.values()):
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError("daemon did not start polling")
+
+    async def finish(self) -> None:
+        self.stop.set()
+        await asyncio.wait_for(self.task, 10)
+
+
+@pytest.fixture
+async def running(config: StationConfig, sim: SimStation) -> AsyncIterator[RunningDaemon]:
+    daemon = RunningDaemon(config)
+    try:
+        yield daemon
+    finally:
+        if not daemon.task.done():
+            await daemon.finish()
+
+
+async def test_records_every_channel_with_utc_stamps(
+    config: StationConfig, sim: SimStation, running: RunningDaemon
+) -> None:
+    t0 = time.time_ns()
+    await running.wait_polled(5)
+    await running.finish()
+    t1 = time.time_ns()
+    with db(config) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        rows = conn.execute(
+            "SELECT device, channel, unit, count(*), min(t_ns), max(t_ns), "
+            "sum(quality = 'ok') FROM samples_v GROUP BY device, channel, unit").fetchall()
+        recorded = conn.execute("SELECT count(*) FROM samples").fetchone()[0]
+    expected = {(name, channel) for name, mfc in config.mfcs.items()
+                for channel in mfc.resolved_profile().poll}
+    assert {(device, channel) for device, channel, *_ in rows} == expected
+    for device, channel, unit, n, first, last, good in rows:
+        assert n >= 5 and good == n, (device, channel)
+        assert t0 <= first <= last <= t1
+        assert unit
+    assert recorded == running.daemon.recorder.committed
+    kinds = [kind for kind, _ in events(config)]
+    assert kinds[0] == "daemon.start" and kinds[-1] == "daemon.stop"
+    zeroed = [detail for kind, detail in events(config) if kind == "safety.zeroed"]
+    assert [z["why"] for z in zeroed] == ["start-up", "shutdown"]
+    assert all(z["unconfirmed"] == {} for z in zeroed)
+
+
+async def test_zeroes_every_mfc_at_start_up(
+    config: StationConfig, sim: SimStation
+) -> None:
+    for name in config.mfcs:  # as if a crashed daemon had left gas flowing
+        sim.device(name).setpoint = 0.5 * config.mfcs[name].full_scale
+    daemon = RunningDaemon(config)
+    await daemon.wait_polled(1)
+    assert all(sim.device(name).setpoint == 0.0 for name in config.mfcs)
+    await daemon.finish()
+
+
+async def test_faults_are_recorded_and_the_daemon_keeps_running(
+    config: StationConfig, sim: SimStation, running: RunningDaemon
+) -> None:
+    await running.wait_polled(2)
+    for fault, kwargs in [("no_reply", {}), ("bad_crc", {}), ("exception", {"code": 4}),
+                          ("slow", {"seconds": 0.4})]:
+        sim.device("alicat").set_fault(fault, **kwargs)
+        await asyncio.sleep(0.5)
+        sim.device("alicat").clear_fault()
+        await asyncio.sleep(0.6)
+    assert not running.task.done()
+    polls_before = running.daemon.pollers["bronkhorst"].polls
+    await asyncio.sleep(0.3)
+    assert running.daemon.pollers["bronkhorst"].polls > polls_before
+    await running.finish()
+    with db(config) as conn:
+        qualities = {q for (q,) in conn.execute(
+            "SELECT DISTINCT quality FROM samples_v WHERE device = 'alicat'")}
+        last_ok = conn.execute(
+            "SELECT quality FROM samples_v WHERE device = 'alicat' ORDER BY t_ns DESC LIMIT 1"
+        ).fetchone()[0]
+    assert {"ok", "timeout", "device-error"} <= qualities
+    assert last_ok == "ok"
+    faults = [d for k, d in events(config) if k == "device.fault" and d["device"] == "alicat"]
+    recoveries = [d for k, d in events(config)
+                  if k == "device.recovered" and d["device"] == "alicat"]
+    assert len(faults) >= 3 and len(recoveries) >= 3
+    assert any("exception 4 (server device failure)" in f["detail"] for f in faults)
+
+
+async def test_unplugged_line_is_recorded_and_recovers(
+    config: StationConfig, sim: SimStation, running: RunningDaemon
+) -> None:
+    await running.wait_polled(2)
+    await sim.line("bus0").unplug(1.0)
+    await asyncio.sleep(1.5)
+    await running.finish()
+    with db(config) as conn:
+        sequence = [q for (q,) in conn.execute(
+            "SELECT quality FROM samples_v WHERE device = 'alicat' AND channel = 'flow' "
+            "ORDER BY t_ns")]
+    assert "disconnected" in sequence
+    first_bad = sequence.index("disconnected")
+    assert "ok" in sequence[first_bad:], "no good sample after the replug"
+    assert any(k == "device.recovered" for k, _ in events(config))
+
+
+async def test_device_unreachable_at_start_is_zeroed_when_it_answers(
+    config: StationConfig, sim: SimStation
+) -> None:
+    sim.device("bronkhorst").setpoint = 20.0
+    sim.device("bronkhorst").set_fault("no_reply")
+    daemon = RunningDaemon(config)
+    await daemon.wait_polled(2)
+    assert not daemon.daemon.pollers["bronkhorst"].zero_confirmed
+    assert sim.device("bronkhorst").setpoint == 20.0
+    sim.device("bronkhorst").clear_fault()
+    for _ in range(100):
+        late = [d for k, d in events(config) if k == "safety.zeroed" and d.get("late")]
+        if late:
+            break
+        await asyncio.sleep(0.02)
+    assert late == [{"device": "bronkhorst", "late": True}]
+    assert sim.device("bronkhorst").setpoint == 0.0
+    await daemon.finish()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+async def test_signal_zeroes_every_mfc_before_exit(
+    config: StationConfig, sim: SimStation, tmp_path: Path, signum: int
+) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "acquisition.cli", "daemon",
+        "--config", str(tmp_path / "station.toml"),
+        stderr=asyncio.subprocess.PIPE, cwd=REPO,
+    )
+    try:
+        for _ in range(300):
+            await asyncio.sleep(0.02)
+            try:
+                if any(k == "safety.zeroed" for k, _ in events(config)):
+                    break
+            except sqlite3.OperationalError:  # store not created yet
+                continue
+        else:
+            raise AssertionError("daemon did not start")
+        for name in config.mfcs:  # gas flowing when the signal comes
+            sim.device(name).setpoint = 0.3 * config.mfcs[name].full_scale
+        process.send_signal(signum)
+        _, stderr = await asyncio.wait_for(process.communicate(), 15)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 0, stderr.decode()
+    assert all(sim.device(name).setpoint == 0.0 for name in config.mfcs)
+    kinds = [(k, d.get("why")) for k, d in events(config)]
+    assert ("safety.zeroed", "shutdown") in kinds and kinds[-1][0] == "daemon.stop"
+    log_lines = [json.loads(line) for line in stderr.decode().splitlines() if line.startswith("{")]
+    assert any(line["event"] == "all MFCs zeroed" for line in log_lines)  # JSON logs off a tty
+
+
+def test_bad_store_path_is_a_clear_error(tmp_path: Path) -> None:
+    import subprocess
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    config = tmp_path / "c.toml"
+    config.write_text(f"""
+station = "x"
+[storage]
+path = "{blocker / 'store.sqlite'}"
+[lines.l]
+port = "{tmp_path / 'nothing'}"
+""")
+    result = subprocess.run([sys.executable, "-m", "acquisition.cli", "daemon",
+                             "--config", str(config), "--duration", "1"],
+                            capture_output=True, text=True, cwd=REPO, timeout=20,
+                            env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert result.returncode != 0
+    assert "cannot open run store" in result.stderr
