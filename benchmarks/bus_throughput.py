@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from pymodbus.client import AsyncModbusSerialClient
 
 from acquisition.config import StationConfig, load_config
 from acquisition.devices import build_devices
+from acquisition.logs import configure_logging
 
 N_MFCS = 4
 BITS_PER_CHAR = 11  # 8E1 or 8N2: start + 8 data + parity or 2nd stop + stop
@@ -80,7 +80,7 @@ pace = true
     return path
 
 
-async def measure_driver(config: StationConfig, seconds: float) -> tuple[int, int, int]:
+async def measure_driver(config: StationConfig, seconds: float) -> tuple[float, float, int]:
     """(transactions, values, failed polls) with one concurrent poller per MFC."""
     devices = build_devices(config)
     line = devices.lines["bus"]
@@ -102,11 +102,11 @@ async def measure_driver(config: StationConfig, seconds: float) -> tuple[int, in
     elapsed = time.monotonic() - began
     transactions = line.transactions - start
     devices.close()
-    return round(transactions / elapsed), round(counts["values"] / elapsed), counts["failed"]
+    return transactions / elapsed, counts["values"] / elapsed, counts["failed"]
 
 
-async def measure_baseline(config: StationConfig, seconds: float) -> tuple[int, int]:
-    """(transactions/s, values/s) for a naive loop: one read per value, one device at a time."""
+async def measure_baseline(config: StationConfig, seconds: float) -> float:
+    """Values/s (= transactions/s) for a naive loop: one read per value, one device at a time."""
     line = config.lines["bus"]
     client = AsyncModbusSerialClient(
         line.port or "", framer=FramerType.RTU, baudrate=line.baudrate, parity=line.parity,
@@ -124,7 +124,7 @@ async def measure_baseline(config: StationConfig, seconds: float) -> tuple[int, 
                 values += not reply.isError()
     elapsed = time.monotonic() - began
     client.close()
-    return round(values / elapsed), round(values / elapsed)
+    return values / elapsed
 
 
 def start_simulator(config_path: Path, port: Path) -> subprocess.Popen[bytes]:
@@ -145,7 +145,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="per measurement")
     args = parser.parse_args()
-    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    configure_logging("warning")
     print(f"{N_MFCS} simulated Alicat MFCs on one paced pty line, 8N2 (11-bit chars), "
           f"{args.seconds:.0f} s per measurement (python {sys.version.split()[0]}, "
           f"{os.cpu_count()} cores)\n")
@@ -160,13 +160,14 @@ def main() -> None:
             simulator = start_simulator(config_path, Path(config.lines["bus"].port or ""))
             try:
                 tps, vps, failed = asyncio.run(measure_driver(config, args.seconds))
-                _, naive_vps = asyncio.run(measure_baseline(config, args.seconds))
+                naive_vps = asyncio.run(measure_baseline(config, args.seconds))
             finally:
                 simulator.terminate()
                 simulator.wait(10)
             ceiling = ceiling_tps(baud, registers)
-            print(f"{baud:>6}  {registers:>3}  {ceiling:>12.1f}  {tps:>8}  {tps / ceiling:>10.1%}"
-                  f"  {vps:>12}  {naive_vps:>14}  {vps / naive_vps:>7.2f}x  {failed}")
+            print(f"{baud:>6}  {registers:>3}  {ceiling:>12.1f}  {tps:>8.1f}"
+                  f"  {tps / ceiling:>10.1%}  {vps:>12.0f}  {naive_vps:>14.0f}"
+                  f"  {vps / naive_vps:>7.2f}x  {failed}")
 
 
 if __name__ == "__main__":

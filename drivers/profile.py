@@ -34,7 +34,7 @@ class Register(BaseModel):
     type: RegisterType = "float32"
     function: Literal["holding", "input"] = "holding"
     scale: float = 1.0
-    unit: str | None = None  # None: the profile's flow unit
+    unit: str | None = None  # None: the profile's flow unit; "" for a plain number
     writable: bool = False
 
     @property
