@@ -36,16 +36,21 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _run_daemon(config: StationConfig, duration: float | None) -> None:
-    from acquisition.daemon import Daemon  # imported late: check-config stays light
-
+def stop_on_signals(duration: float | None = None) -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT, or after `duration` seconds: the way to stop."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     if duration is not None:
         loop.call_later(duration, stop.set)
-    await Daemon(config).run(stop)
+    return stop
+
+
+async def _run_daemon(config: StationConfig, duration: float | None) -> None:
+    from acquisition.daemon import Daemon  # imported late: check-config stays light
+
+    await Daemon(config).run(stop_on_signals(duration))
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:

@@ -8,9 +8,6 @@ or a clear error, never a crash of the poll loop.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-
-from pymodbus.client.mixin import ModbusClientMixin
 
 from drivers.modbus_line import (
     DeviceExceptionError,
@@ -19,39 +16,15 @@ from drivers.modbus_line import (
     ModbusError,
     ModbusLine,
 )
-from drivers.profile import Profile, Register
+from drivers.profile import Profile
 from drivers.sample import Quality, Sample, now_stamps
 
-DATATYPE = ModbusClientMixin.DATATYPE
-_TYPES = {
-    "float32": DATATYPE.FLOAT32,
-    "uint16": DATATYPE.UINT16,
-    "int16": DATATYPE.INT16,
-    "uint32": DATATYPE.UINT32,
-    "int32": DATATYPE.INT32,
-}
 # A float32 setpoint reads back with float32 rounding; allow that and no more.
 SETPOINT_READBACK_TOLERANCE = 1e-5
 
 
 class SetpointError(ModbusError):
     """A setpoint was refused before sending, or did not read back as written."""
-
-
-def decode_register(register: Register, words: Sequence[int], word_order: str) -> float:
-    raw = ModbusClientMixin.convert_from_registers(
-        list(words), _TYPES[register.type], word_order=word_order  # type: ignore[arg-type]
-    )
-    return float(raw) * register.scale  # type: ignore[arg-type]
-
-
-def encode_register(register: Register, value: float, word_order: str) -> list[int]:
-    raw = value / register.scale
-    if register.type != "float32":
-        raw = round(raw)
-    return ModbusClientMixin.convert_to_registers(
-        raw, _TYPES[register.type], word_order=word_order  # type: ignore[arg-type]
-    )
 
 
 def quality_of(error: ModbusError) -> Quality:
@@ -107,9 +80,8 @@ class MfcDriver:
     ) -> Sample:
         register = self.profile.registers[member]
         offset = register.address - start
-        value = decode_register(
-            register, words[offset : offset + register.width], self.profile.word_order
-        )
+        value = register.decode(words[offset : offset + register.width],
+                                self.profile.word_order)
         unit = self.profile.unit_of(member)
         if not math.isfinite(value):
             return Sample(t_ns, mono_ns, self.name, member, None, unit, Quality.BAD_VALUE,
@@ -122,7 +94,7 @@ class MfcDriver:
         words = await self.line.read_registers(
             self.unit_id, register.address, register.width, register.function
         )
-        return decode_register(register, words, self.profile.word_order)
+        return register.decode(words, self.profile.word_order)
 
     async def set_flow(self, value: float) -> float:
         """Write the setpoint (profile flow unit) and read it back; return what the device holds."""
@@ -134,7 +106,7 @@ class MfcDriver:
         register = self.profile.registers["setpoint"]
         await self.line.write_registers(
             self.unit_id, register.address,
-            encode_register(register, value, self.profile.word_order),
+            register.encode(value, self.profile.word_order),
         )
         held = await self.read("setpoint")
         if abs(held - value) > SETPOINT_READBACK_TOLERANCE * max(self.full_scale, abs(value)):

@@ -7,10 +7,12 @@ supporting another controller means writing a TOML file, not code.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pymodbus.client.mixin import ModbusClientMixin
 
 PROFILE_DIR = Path(__file__).with_name("profiles")
 
@@ -23,6 +25,20 @@ MERGE_GAP_REGISTERS = 10
 MAX_REGISTERS_PER_READ = 125
 
 WIDTH = {"float32": 2, "uint16": 1, "int16": 1, "uint32": 2, "int32": 2}
+_DATATYPE = ModbusClientMixin.DATATYPE
+_CODEC = {
+    "float32": _DATATYPE.FLOAT32,
+    "uint16": _DATATYPE.UINT16,
+    "int16": _DATATYPE.INT16,
+    "uint32": _DATATYPE.UINT32,
+    "int32": _DATATYPE.INT32,
+}
+INTEGER_LIMITS = {
+    "uint16": (0, 0xFFFF),
+    "int16": (-0x8000, 0x7FFF),
+    "uint32": (0, 0xFFFF_FFFF),
+    "int32": (-0x8000_0000, 0x7FFF_FFFF),
+}
 
 
 class Register(BaseModel):
@@ -40,6 +56,25 @@ class Register(BaseModel):
     @property
     def width(self) -> int:
         return WIDTH[self.type]
+
+    def decode(self, words: Sequence[int], word_order: WordOrder) -> float:
+        """Registers as read from the device -> value in the register's unit."""
+        raw = ModbusClientMixin.convert_from_registers(
+            list(words), _CODEC[self.type], word_order=word_order
+        )
+        return float(raw) * self.scale  # type: ignore[arg-type]  # scalar for these types
+
+    def encode(self, value: float, word_order: WordOrder) -> list[int]:
+        """Value in the register's unit -> registers to write; integers must fit."""
+        raw: float | int = value / self.scale
+        if self.type in INTEGER_LIMITS:
+            raw = round(raw)
+            low, high = INTEGER_LIMITS[self.type]
+            if not low <= raw <= high:
+                raise ValueError(f"{value} does not fit a {self.type} register "
+                                 f"(scale {self.scale})")
+        return ModbusClientMixin.convert_to_registers(raw, _CODEC[self.type],
+                                                      word_order=word_order)
 
 
 class Action(BaseModel):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
 from pathlib import Path
 
+from acquisition.cli import stop_on_signals
 from acquisition.config import ConfigError, load_config
 from acquisition.logs import configure_logging
 from simulators.settings import SimConfigError
@@ -55,12 +55,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _serve(station: SimStation, duration: float | None) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    if duration is not None:
-        loop.call_later(duration, stop.set)
+    stop = stop_on_signals(duration)
     async with station:
         for line in station.describe():
             print(line)

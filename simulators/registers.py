@@ -1,8 +1,8 @@
 """A profile's register map seen from the slave side: addresses to named values and back.
 
-Encoding is done here with pymodbus's own converters rather than the driver's codec,
-so that a word-order or scaling bug in the driver shows up against the simulator
-instead of being mirrored by it.
+Values are encoded with the profile's own codec (drivers.profile.Register), the one
+the driver uses; the encoding is checked independently by reading the simulator with
+Debian's mbpoll (tests/test_simulator.py).
 """
 
 from __future__ import annotations
@@ -10,26 +10,9 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping, Sequence
 
-from pymodbus.client.mixin import ModbusClientMixin
 from pymodbus.constants import ExcCodes
 
-from drivers.profile import MERGE_GAP_REGISTERS, Profile, Register
-
-DATATYPE = ModbusClientMixin.DATATYPE
-_TYPES = {
-    "float32": DATATYPE.FLOAT32,
-    "uint16": DATATYPE.UINT16,
-    "int16": DATATYPE.INT16,
-    "uint32": DATATYPE.UINT32,
-    "int32": DATATYPE.INT32,
-}
-# Integer registers saturate at their range, as a device's firmware does.
-_LIMITS = {
-    "uint16": (0, 0xFFFF),
-    "int16": (-0x8000, 0x7FFF),
-    "uint32": (0, 0xFFFF_FFFF),
-    "int32": (-0x8000_0000, 0x7FFF_FFFF),
-}
+from drivers.profile import INTEGER_LIMITS, MERGE_GAP_REGISTERS, Profile, Register
 
 
 class RegisterBank:
@@ -111,16 +94,10 @@ class RegisterBank:
         return written
 
     def encode(self, register: Register, value: float) -> list[int]:
-        raw: float | int = value / register.scale
-        if register.type != "float32":
-            low, high = _LIMITS[register.type]
-            raw = min(max(round(raw), low), high)
-        return ModbusClientMixin.convert_to_registers(
-            raw, _TYPES[register.type], word_order=self.profile.word_order
-        )
+        if register.type in INTEGER_LIMITS:  # firmware saturates integer registers
+            low, high = INTEGER_LIMITS[register.type]
+            value = min(max(value, low * register.scale), high * register.scale)
+        return register.encode(value, self.profile.word_order)
 
     def decode(self, register: Register, words: Sequence[int]) -> float:
-        raw = ModbusClientMixin.convert_from_registers(
-            list(words), _TYPES[register.type], word_order=self.profile.word_order
-        )
-        return float(raw) * register.scale  # type: ignore[arg-type]  # scalar for these types
+        return register.decode(words, self.profile.word_order)

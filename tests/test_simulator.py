@@ -13,10 +13,8 @@ import os
 import re
 import select
 import signal
-import socket
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
@@ -34,76 +32,11 @@ from simulators.physics import MfcPhysics
 from simulators.registers import RegisterBank
 from simulators.settings import SimConfigError
 from simulators.station import SimStation
+from tests.stations import write_station
 
 REPO = Path(__file__).resolve().parent.parent
 TIMEOUT = 0.2
 FLOAT = AsyncModbusSerialClient.DATATYPE.FLOAT32
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def write_config(tmp_path: Path, *, baudrate: int = 115200, sim: str = "") -> Path:
-    """Alicat + Bronkhorst on a pty, generic little-endian on Modbus TCP, Alicat on RTU/TCP."""
-    path = tmp_path / "station.toml"
-    path.write_text(f"""
-station = "simtest"
-[storage]
-path = "store.sqlite"
-[lines.bus0]
-port = "{tmp_path / 'dev' / 'bus0'}"
-baudrate = {baudrate}
-parity = "E"
-[lines.tcp0]
-transport = "tcp"
-host = "127.0.0.1"
-tcp_port = {free_port()}
-[lines.rtu0]
-transport = "rtu-tcp"
-host = "127.0.0.1"
-tcp_port = {free_port()}
-[mfcs.alicat]
-line = "bus0"
-unit_id = 1
-profile = "alicat"
-full_scale = 10
-[mfcs.bronkhorst]
-line = "bus0"
-unit_id = 2
-profile = "bronkhorst"
-full_scale = 50
-[mfcs.generic_le]
-line = "tcp0"
-unit_id = 1
-profile = "generic"
-full_scale = 200
-word_order = "little"
-registers = {{ flow = 100, setpoint = 102 }}
-[mfcs.over_rtu]
-line = "rtu0"
-unit_id = 7
-profile = "alicat"
-full_scale = 20
-[sim]
-pace = false
-seed = 3
-{sim}
-""")
-    return path
-
-
-@pytest.fixture
-def config(tmp_path: Path) -> StationConfig:
-    return load_config(write_config(tmp_path))
-
-
-@pytest.fixture
-async def station(config: StationConfig) -> AsyncIterator[SimStation]:
-    async with SimStation(config) as running:
-        yield running
 
 
 def port_of(config: StationConfig, line: str = "bus0") -> str:
@@ -216,7 +149,7 @@ def test_sim_table_is_validated_with_clear_errors(tmp_path: Path) -> None:
         "[sim.lines.bus9]\npace = true": r"sim\.lines\.bus9: no line named 'bus9'",
     }
     for table, message in cases.items():
-        config = load_config(write_config(tmp_path, sim=table))
+        config = load_config(write_station(tmp_path, extra=table))
         with pytest.raises(SimConfigError, match=message):
             SimStation(config)
 
@@ -225,9 +158,9 @@ def test_sim_table_is_validated_with_clear_errors(tmp_path: Path) -> None:
 
 
 async def test_mbpoll_reads_alicat_floats_from_the_pty(
-    config: StationConfig, station: SimStation
+    config: StationConfig, sim: SimStation
 ) -> None:
-    alicat = station.device("alicat")
+    alicat = sim.device("alicat")
     alicat.setpoint = 4.0
     await asyncio.sleep(0.3)
     before = alicat.true_flow()
@@ -250,12 +183,12 @@ async def test_mbpoll_reads_alicat_floats_from_the_pty(
 # --- pymodbus serial master ----------------------------------------------------------
 
 
-async def test_alicat_over_the_pty(config: StationConfig, station: SimStation) -> None:
+async def test_alicat_over_the_pty(config: StationConfig, sim: SimStation) -> None:
     client = await serial_client(config)
     try:
         reply = await client.write_registers(1009, float_words(6.5), device_id=1)
         assert not reply.isError()
-        assert station.device("alicat").setpoint == pytest.approx(6.5)
+        assert sim.device("alicat").setpoint == pytest.approx(6.5)
         block = await client.read_holding_registers(1200, count=12, device_id=1)  # poll_blocks
         assert not block.isError()
         assert as_float(block.registers[2:4]) == pytest.approx(14.7, abs=0.1)
@@ -265,7 +198,7 @@ async def test_alicat_over_the_pty(config: StationConfig, station: SimStation) -
         assert refused.isError() and refused.exception_code == 3  # > 1.05 x full scale
         refused = await client.write_registers(1009, float_words(-0.1), device_id=1)
         assert refused.isError() and refused.exception_code == 3
-        assert station.device("alicat").setpoint == pytest.approx(6.5)
+        assert sim.device("alicat").setpoint == pytest.approx(6.5)
         read_only = await client.write_registers(1208, float_words(1.0), device_id=1)
         assert read_only.isError() and read_only.exception_code == 2
         unmapped = await client.read_holding_registers(1009, count=3, device_id=1)
@@ -283,27 +216,27 @@ async def test_alicat_over_the_pty(config: StationConfig, station: SimStation) -
             await client.read_holding_registers(1208, count=2, device_id=9)
     finally:
         client.close()
-    assert station.device("alicat").requests_served == 12
-    assert station.line("bus0").transactions == 12
+    assert sim.device("alicat").requests_served == 12
+    assert sim.line("bus0").transactions == 12
 
 
-async def test_bronkhorst_linked_registers(config: StationConfig, station: SimStation) -> None:
+async def test_bronkhorst_linked_registers(config: StationConfig, sim: SimStation) -> None:
     client = await serial_client(config)
     try:
         capacity = await client.read_holding_registers(0x8168, count=2, device_id=2)
         assert as_float(capacity.registers) == 50.0
         assert not (await client.write_register(0x0021, 16000, device_id=2)).isError()  # 50 %
-        assert station.device("bronkhorst").setpoint == pytest.approx(25.0)
+        assert sim.device("bronkhorst").setpoint == pytest.approx(25.0)
         setpoint = await client.read_holding_registers(0xA118, count=2, device_id=2)
         assert as_float(setpoint.registers) == pytest.approx(25.0)
         await client.write_registers(0xA118, float_words(40.0), device_id=2)
         percent = await client.read_holding_registers(0x0020, count=2, device_id=2)
         assert percent.registers[1] == 25600  # 80 % of 32000
         await asyncio.sleep(0.3)
-        before = station.device("bronkhorst").true_flow()
+        before = sim.device("bronkhorst").true_flow()
         flow = await client.read_holding_registers(0xA100, count=2, device_id=2)
         percent = await client.read_holding_registers(0x0020, count=2, device_id=2)
-        after = station.device("bronkhorst").true_flow()
+        after = sim.device("bronkhorst").true_flow()
         assert before > 20.0
         assert before - 0.25 < as_float(flow.registers) < after + 0.25  # 5 sigma
         assert before - 0.25 < percent.registers[0] / 32000 * 50 < after + 0.25
@@ -314,7 +247,7 @@ async def test_bronkhorst_linked_registers(config: StationConfig, station: SimSt
 
 
 async def test_crc_errors_are_dropped_and_back_to_back_frames_all_answered(
-    config: StationConfig, station: SimStation
+    config: StationConfig, sim: SimStation
 ) -> None:
     framer = FramerRTU(DecodePDU(is_server=False))
     good = framer.buildFrame(ReadHoldingRegistersRequest(address=1208, count=2, dev_id=1))
@@ -329,7 +262,7 @@ async def test_crc_errors_are_dropped_and_back_to_back_frames_all_answered(
         assert used == 9 and pdu is not None and len(pdu.registers) == 2
     finally:
         os.close(fd)
-    assert station.device("alicat").requests_served == 2
+    assert sim.device("alicat").requests_served == 2
 
 
 async def exchange(fd: int, frame: bytes, wait: float = 0.15) -> bytes:
@@ -351,17 +284,17 @@ def _read_for(fd: int, seconds: float) -> bytes:
 
 
 async def test_modbus_tcp_little_endian_generic(
-    config: StationConfig, station: SimStation
+    config: StationConfig, sim: SimStation
 ) -> None:
     client = await tcp_client(config, "tcp0")
     try:
         reply = await client.write_registers(102, float_words(150.0, "little"), device_id=1)
         assert not reply.isError()
-        assert station.device("generic_le").setpoint == pytest.approx(150.0)
+        assert sim.device("generic_le").setpoint == pytest.approx(150.0)
         await asyncio.sleep(0.3)
-        before = station.device("generic_le").true_flow()
+        before = sim.device("generic_le").true_flow()
         block = await client.read_holding_registers(100, count=4, device_id=1)
-        after = station.device("generic_le").true_flow()
+        after = sim.device("generic_le").true_flow()
         assert before > 50.0
         assert before - 1.0 < as_float(block.registers[:2], "little") < after + 1.0  # 5 sigma
         assert as_float(block.registers[2:], "little") == pytest.approx(150.0)
@@ -370,14 +303,14 @@ async def test_modbus_tcp_little_endian_generic(
         client.close()
 
 
-async def test_rtu_over_tcp(config: StationConfig, station: SimStation) -> None:
-    client = await tcp_client(config, "rtu0")
+async def test_rtu_over_tcp(config: StationConfig, sim: SimStation) -> None:
+    client = await tcp_client(config, "rtutcp0")
     try:
         await client.write_registers(1009, float_words(12.0), device_id=7)
         reply = await client.read_holding_registers(1200, count=12, device_id=7)
         assert not reply.isError()
         assert as_float(reply.registers[2:4]) == pytest.approx(14.7, abs=0.1)
-        assert station.device("over_rtu").setpoint == 12.0
+        assert sim.device("over_tcp").setpoint == 12.0
         with pytest.raises(ModbusIOException):
             await client.read_holding_registers(1208, count=2, device_id=1)
     finally:
@@ -393,11 +326,11 @@ async def test_rtu_over_tcp(config: StationConfig, station: SimStation) -> None:
      ("slow", {"seconds": 0.3})],
 )
 async def test_faults_on_the_pty(
-    config: StationConfig, station: SimStation, fault: str, kwargs: dict[str, float]
+    config: StationConfig, sim: SimStation, fault: str, kwargs: dict[str, float]
 ) -> None:
     client = await serial_client(config)
     try:
-        station.device("alicat").set_fault(fault, **kwargs)
+        sim.device("alicat").set_fault(fault, **kwargs)
         if fault == "exception":
             reply = await client.read_holding_registers(1208, count=2, device_id=1)
             assert reply.isError() and reply.exception_code == kwargs.get("code", 4)
@@ -406,7 +339,7 @@ async def test_faults_on_the_pty(
                 await client.read_holding_registers(1208, count=2, device_id=1)
         neighbour = await client.read_holding_registers(0xA100, count=2, device_id=2)
         assert not neighbour.isError()  # the other device on the line is not affected
-        station.device("alicat").clear_fault()
+        sim.device("alicat").clear_fault()
         if fault == "slow":
             await asyncio.sleep(0.3)  # let the late reply go by
         assert not (await client.read_holding_registers(1208, count=2, device_id=1)).isError()
@@ -414,24 +347,24 @@ async def test_faults_on_the_pty(
         client.close()
 
 
-async def test_faults_over_modbus_tcp(config: StationConfig, station: SimStation) -> None:
+async def test_faults_over_modbus_tcp(config: StationConfig, sim: SimStation) -> None:
     client = await tcp_client(config, "tcp0")
     try:
-        station.device("generic_le").set_fault("bad_crc")  # on TCP: a wrong transaction id
+        sim.device("generic_le").set_fault("bad_crc")  # on TCP: a wrong transaction id
         with pytest.raises(ModbusIOException):
             await client.read_holding_registers(100, count=2, device_id=1)
-        station.device("generic_le").set_fault("exception", code=2)
+        sim.device("generic_le").set_fault("exception", code=2)
         reply = await client.read_holding_registers(100, count=2, device_id=1)
         assert reply.isError() and reply.exception_code == 2
         with pytest.raises(ValueError, match="only to the 'slow'"):
-            station.device("generic_le").set_fault("no_reply", seconds=1)
+            sim.device("generic_le").set_fault("no_reply", seconds=1)
     finally:
         client.close()
 
 
 async def test_fault_from_the_config(tmp_path: Path) -> None:
-    config = load_config(write_config(
-        tmp_path, sim='[sim.mfcs.alicat]\nfault = "exception"\nfault_code = 11'))
+    config = load_config(write_station(
+        tmp_path, extra='[sim.mfcs.alicat]\nfault = "exception"\nfault_code = 11'))
     async with SimStation(config):
         client = await serial_client(config)
         try:
@@ -445,11 +378,11 @@ async def test_fault_from_the_config(tmp_path: Path) -> None:
 
 
 async def test_unplug_serial_removes_the_port_and_brings_back_a_new_pty(
-    config: StationConfig, station: SimStation
+    config: StationConfig, sim: SimStation
 ) -> None:
     before = os.readlink(port_of(config))
     old = await serial_client(config)
-    unplug = asyncio.create_task(station.line("bus0").unplug(0.3))
+    unplug = asyncio.create_task(sim.line("bus0").unplug(0.3))
     await asyncio.sleep(0.1)
     assert not port_linked(config)
     with pytest.raises((ConnectionException, ModbusIOException)):
@@ -465,10 +398,10 @@ async def test_unplug_serial_removes_the_port_and_brings_back_a_new_pty(
 
 
 async def test_unplug_tcp_closes_the_listener(
-    config: StationConfig, station: SimStation
+    config: StationConfig, sim: SimStation
 ) -> None:
     settings = config.lines["tcp0"]
-    unplug = asyncio.create_task(station.line("tcp0").unplug(0.3))
+    unplug = asyncio.create_task(sim.line("tcp0").unplug(0.3))
     await asyncio.sleep(0.1)
     with pytest.raises(OSError):
         _, writer = await asyncio.open_connection(settings.host, settings.tcp_port)
@@ -491,10 +424,10 @@ async def test_stop_removes_the_port_symlink(config: StationConfig) -> None:
 
 
 async def test_paced_line_runs_at_the_rs485_ceiling(tmp_path: Path) -> None:
-    config = load_config(write_config(tmp_path, baudrate=19200))
+    config = load_config(write_station(tmp_path, baudrate=19200))
     char_s = 11 / 19200  # 8E1
     expected = 50 * ((13 + 2 * 10) * char_s + 2 * 3.5 * char_s)
-    async with SimStation(config, pace=True) as station:
+    async with SimStation(config, pace=True) as paced:
         client = await serial_client(config)
         try:
             await client.read_holding_registers(1200, count=10, device_id=1)  # warm up
@@ -505,7 +438,7 @@ async def test_paced_line_runs_at_the_rs485_ceiling(tmp_path: Path) -> None:
             elapsed = time.monotonic() - began
         finally:
             client.close()
-        assert station.line("bus0").transactions == 51
+        assert paced.line("bus0").transactions == 51
     assert elapsed == pytest.approx(expected, rel=0.10)
 
 
@@ -542,7 +475,7 @@ async def test_crf_sim_serves_until_sigterm_and_cleans_up(
 
 
 async def test_crf_sim_config_error_exits_2(tmp_path: Path) -> None:
-    path = write_config(tmp_path, sim="[sim.mfcs.alicat]\nnoise = -1")
+    path = write_station(tmp_path, extra="[sim.mfcs.alicat]\nnoise = -1")
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "acquisition.cli", "sim", "--config", str(path), "--duration", "1",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=REPO,

@@ -1,0 +1,81 @@
+"""Station configs for tests: every line on a private pty path or a free TCP port."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def write_station(
+    tmp_path: Path, *, baudrate: int = 115200, pace: bool = False, extra: str = ""
+) -> Path:
+    """Alicat + Bronkhorst on a pty line, a generic MFC on Modbus TCP, an Alicat on RTU/TCP.
+
+    `extra` is appended (e.g. `[sim.mfcs.alicat]` tables); the file is station.toml.
+    """
+    path = tmp_path / "station.toml"
+    path.write_text(f"""
+station = "test"
+[storage]
+path = "{tmp_path / 'store.sqlite'}"
+[acquisition]
+sample_rate_hz = 10
+commit_interval_s = 0.2
+zero_timeout_s = 1.0
+[lines.bus0]
+port = "{tmp_path / 'dev' / 'bus0'}"
+baudrate = {baudrate}
+parity = "N"  # ptys here refuse parity bits; 8N2 has the same 11-bit character
+stopbits = 2
+timeout_s = 0.15
+retries = 0
+reconnect_min_s = 0.1
+reconnect_max_s = 0.4
+[lines.tcp0]
+transport = "tcp"
+host = "127.0.0.1"
+tcp_port = {free_port()}
+timeout_s = 0.15
+retries = 0
+reconnect_min_s = 0.1
+reconnect_max_s = 0.4
+[lines.rtutcp0]
+transport = "rtu-tcp"
+host = "127.0.0.1"
+tcp_port = {free_port()}
+timeout_s = 0.15
+retries = 0
+[mfcs.alicat]
+line = "bus0"
+unit_id = 1
+profile = "alicat"
+full_scale = 10
+[mfcs.bronkhorst]
+line = "bus0"
+unit_id = 2
+profile = "bronkhorst"
+full_scale = 50
+[mfcs.generic_le]
+line = "tcp0"
+unit_id = 1
+profile = "generic"
+full_scale = 200
+word_order = "little"
+registers = {{ flow = 100, setpoint = 102 }}
+[mfcs.over_tcp]
+line = "rtutcp0"
+unit_id = 7
+profile = "alicat"
+full_scale = 20
+[sim]
+pace = {str(pace).lower()}
+seed = 7
+{extra}
+""")
+    return path
