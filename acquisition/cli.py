@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import signal
 import sys
 from importlib.metadata import entry_points
+from pathlib import Path
 
 from acquisition import __version__
 from acquisition.config import ConfigError, StationConfig, load_config
@@ -68,6 +70,23 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gnss_decode(args: argparse.Namespace) -> int:
+    from drivers.gnss import decode_capture
+
+    try:
+        data = Path(args.path).read_bytes()
+    except OSError as error:
+        print(f"crf gnss decode: cannot read {args.path}: {error.strerror}", file=sys.stderr)
+        return 1
+    fixes, stats = decode_capture(data)
+    for fix in fixes:
+        record = fix.to_dict()
+        del record["t_ns"]  # host time of decoding: meaningless for a capture
+        print(json.dumps(record))
+    print(json.dumps({"file": args.path, "fixes": len(fixes), **stats}), file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="crf",
@@ -90,6 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
     daemon.add_argument("--log-level", default="info",
                         choices=["debug", "info", "warning", "error"])
     daemon.set_defaults(func=cmd_daemon)
+
+    gnss = commands.add_parser("gnss", help="GNSS tools")
+    gnss_commands = gnss.add_subparsers(dest="gnss_command", metavar="COMMAND", required=True)
+    decode = gnss_commands.add_parser(
+        "decode", help="print one JSON object per position fix in an NMEA capture file; "
+        "counts of sentences and rejected lines go to stderr")
+    decode.add_argument("path", help="NMEA 0183 log (CR/LF or LF, '#' comments allowed)")
+    decode.set_defaults(func=cmd_gnss_decode)
 
     # Other packages (the simulators) add commands through entry points, so this
     # module never imports them.

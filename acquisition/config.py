@@ -9,12 +9,21 @@ from __future__ import annotations
 import hashlib
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from drivers.gnss import SurveyQuality
 from drivers.modbus_line import LineSettings
 from drivers.profile import Profile, WordOrder, available_profiles, load_profile
+from drivers.stream import StreamSettings
 
 
 class Strict(BaseModel):
@@ -68,12 +77,83 @@ class MfcConfig(Strict):
         return load_profile(self.profile).with_overrides(self.registers, self.word_order)
 
 
+class GnssConfig(StreamSettings):
+    """A GNSS receiver's NMEA stream (serial, TCP raw NMEA port, or a capture file)."""
+
+    baudrate: int = 115200
+    fix_timeout_s: float = Field(3.0, gt=0, le=60, description="no fix this long = fix lost")
+
+
+class NmeaMetConfig(StreamSettings):
+    """A weather station talking NMEA 0183 (MWV wind, MDA meteorological composite)."""
+
+    protocol: Literal["nmea"] = "nmea"
+    baudrate: int = 4800
+
+
+class ModbusMetConfig(Strict):
+    """A Modbus weather sensor (anemometer) on one of the station's Modbus lines."""
+
+    protocol: Literal["modbus"]
+    line: str
+    unit_id: int = Field(ge=1, le=247)
+    profile: str = "anemometer"
+    registers: dict[str, int] = Field({}, description="register address overrides")
+    word_order: WordOrder | None = None
+
+    def resolved_profile(self) -> Profile:
+        return load_profile(self.profile).with_overrides(self.registers, self.word_order)
+
+
+MetConfig = Annotated[NmeaMetConfig | ModbusMetConfig, Field(discriminator="protocol")]
+
+
+class SurveyConfig(Strict):
+    """Locate a release point from a GNSS receiver's fixes of sufficient quality."""
+
+    receiver: str = Field(description="name of a [gnss.*] receiver at the point")
+    min_quality: SurveyQuality = "rtk_fixed"
+    window_s: float = Field(60.0, gt=0, le=86_400, description="average over the last ...")
+    min_fixes: int = Field(30, ge=1, description="fixes needed before the position is used")
+
+
+class ReleasePointConfig(Strict):
+    """Where gas is released: surveyed coordinates (WGS-84) or a GNSS survey."""
+
+    latitude: float | None = Field(None, ge=-90, le=90)
+    longitude: float | None = Field(None, ge=-180, le=180)
+    altitude_m: float | None = Field(None, ge=-500, le=9000)
+    horizontal_uncertainty_m: float = Field(
+        0.0, ge=0, description="of surveyed coordinates (1 sigma), from the survey record")
+    survey: SurveyConfig | None = None
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ReleasePointConfig:
+        surveyed = self.latitude is not None and self.longitude is not None
+        if surveyed == (self.survey is not None):
+            raise ValueError("give either `latitude` and `longitude` (surveyed) or a "
+                             "`survey` table (from a GNSS receiver), not both or neither")
+        return self
+
+
+class ClockConfig(Strict):
+    """Host clock against GNSS time: which receiver to trust and how far apart is too far."""
+
+    reference: str | None = Field(None, description="GNSS receiver; default the first")
+    max_offset_s: float = Field(0.5, gt=0, le=3600)
+
+
 class StationConfig(Strict):
     station: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     storage: StorageConfig
     acquisition: AcquisitionConfig = AcquisitionConfig()
-    lines: dict[str, LineSettings] = Field(min_length=1)
+    lines: dict[str, LineSettings] = {}
     mfcs: dict[str, MfcConfig] = {}
+    gnss: dict[str, GnssConfig] = {}
+    met: dict[str, MetConfig] = {}
+    release_points: dict[str, ReleasePointConfig] = {}
+    clock: ClockConfig = ClockConfig()
     sim: dict[str, Any] = Field({}, description="settings read only by `crf sim`")
 
 
@@ -105,6 +185,18 @@ def pydantic_problems(error: ValidationError, prefix: str = "") -> list[tuple[st
     return problems
 
 
+def _profile_problems(
+    key: str, device: MfcConfig | ModbusMetConfig, kind: str
+) -> list[tuple[str, str]]:
+    try:
+        profile = device.resolved_profile()
+    except (ValueError, OSError) as exc:
+        return [(key, str(exc))]
+    if profile.kind != kind:
+        return [(key, f"profile '{profile.name}' is for a {profile.kind}, not a {kind}")]
+    return []
+
+
 def _cross_check(config: StationConfig) -> list[tuple[str, str]]:
     """Rules that span tables: line references, shared unit ids, profile overrides."""
     problems: list[tuple[str, str]] = []
@@ -124,10 +216,20 @@ def _cross_check(config: StationConfig) -> list[tuple[str, str]]:
         seen.setdefault(key, name)
         if mfc.gas_mode == "gcf" and mfc.gcf is None:
             problems.append((f"mfcs.{name}.gcf", "gas_mode = 'gcf' needs a `gcf` value"))
-        try:
-            mfc.resolved_profile()
-        except (ValueError, OSError) as exc:
-            problems.append((f"mfcs.{name}.profile", str(exc)))
+        problems += _profile_problems(f"mfcs.{name}.profile", mfc, "mfc")
+    for name, met in config.met.items():
+        if isinstance(met, ModbusMetConfig):
+            if met.line not in config.lines:
+                problems.append((f"met.{name}.line", f"no line named '{met.line}'"))
+            problems += _profile_problems(f"met.{name}.profile", met, "anemometer")
+    for name, point in config.release_points.items():
+        if point.survey and point.survey.receiver not in config.gnss:
+            problems.append((f"release_points.{name}.survey.receiver",
+                             f"no GNSS receiver named '{point.survey.receiver}' "
+                             f"(defined: {', '.join(config.gnss) or 'none'})"))
+    if config.clock.reference and config.clock.reference not in config.gnss:
+        problems.append(("clock.reference",
+                         f"no GNSS receiver named '{config.clock.reference}'"))
     return problems
 
 

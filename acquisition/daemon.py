@@ -1,4 +1,4 @@
-"""The acquisition daemon: zero everything, poll every MFC, record, and zero again on exit.
+"""The acquisition daemon: zero everything, poll and read every device, record, zero on exit.
 
 Start-up order matters for safety: the store is opened (so that what happens is
 recorded), then every MFC is driven to zero before any polling starts. On any way
@@ -17,9 +17,10 @@ from acquisition import __version__
 from acquisition.bus import SampleBus
 from acquisition.config import StationConfig, config_hash
 from acquisition.devices import StationDevices, build_devices
-from acquisition.poller import MfcPoller
+from acquisition.poller import DevicePoller
 from acquisition.recorder import Recorder
-from acquisition.safety import zero_all
+from acquisition.safety import zero_all, zero_one
+from acquisition.site import Site
 from acquisition.store import Store
 
 log = structlog.get_logger(__name__)
@@ -49,7 +50,8 @@ class Daemon:
         self.recorder = Recorder(
             self.store, self.bus.subscribe("recorder"), config.acquisition.commit_interval_s
         )
-        self.pollers: dict[str, MfcPoller] = {}
+        self.pollers: dict[str, DevicePoller] = {}
+        self.site = Site(config, self.bus, self.store, self.event)
 
     async def event(self, kind: str, detail: dict[str, Any]) -> None:
         await self.store.add_event(kind, detail)
@@ -65,14 +67,22 @@ class Daemon:
             })
             confirmed = await self._zero_everything("start-up")
             period = 1.0 / self.config.acquisition.sample_rate_hz
+            zero_timeout = self.config.acquisition.zero_timeout_s
             for name, mfc in self.devices.mfcs.items():
-                poller = MfcPoller(mfc, self.bus, period,
-                                   self.config.acquisition.zero_timeout_s, self.event,
-                                   zero_confirmed=confirmed[name] is None)
-                self.pollers[name] = poller
-                tasks.append(asyncio.create_task(poller.run(), name=f"poll:{name}"))
+                self.pollers[name] = DevicePoller(
+                    mfc, self.bus, period, self.event,
+                    make_safe=lambda mfc=mfc: zero_one(mfc, zero_timeout),
+                    safe_confirmed=confirmed[name] is None)
+            for name, sensor in self.devices.sensors.items():
+                self.pollers[name] = DevicePoller(sensor, self.bus, period, self.event)
+            tasks += [asyncio.create_task(poller.run(), name=f"poll:{name}")
+                      for name, poller in self.pollers.items()]
+            tasks += [asyncio.create_task(reader.run(), name=f"read:{name}")
+                      for name, reader in self.site.readers.items()]
+            tasks.append(asyncio.create_task(self.site.run_watch(), name="site"))
             tasks.append(asyncio.create_task(self.recorder.run(), name="recorder"))
             log.info("acquiring", station=self.config.station, mfcs=list(self.devices.mfcs),
+                     sensors=list(self.devices.sensors), streams=list(self.site.readers),
                      store=str(self.config.storage.path))
             await self._wait(stop, tasks)
         finally:
@@ -106,8 +116,8 @@ class Daemon:
         return results
 
     async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
-        for poller in self.pollers.values():
-            poller.stopping = True
+        for worker in [*self.pollers.values(), *self.site.readers.values()]:
+            worker.stopping = True
         await cancel_and_wait(tasks)
         try:
             await self._zero_everything("shutdown")

@@ -1,11 +1,11 @@
-"""Builds the drivers a station config describes: one ModbusLine per line, one driver per MFC."""
+"""Builds the Modbus drivers a station config describes: lines, MFCs and Modbus sensors."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from acquisition.config import StationConfig
-from drivers.mfc import MfcDriver
+from acquisition.config import ModbusMetConfig, StationConfig
+from drivers.mfc import MfcDriver, ModbusDevice
 from drivers.modbus_line import ModbusLine
 
 
@@ -13,6 +13,7 @@ from drivers.modbus_line import ModbusLine
 class StationDevices:
     lines: dict[str, ModbusLine]
     mfcs: dict[str, MfcDriver]
+    sensors: dict[str, ModbusDevice]  # Modbus met sensors (anemometers)
 
     def close(self) -> None:
         for line in self.lines.values():
@@ -27,4 +28,9 @@ def build_devices(config: StationConfig) -> StationDevices:
         )
         for name, mfc in config.mfcs.items()
     }
-    return StationDevices(lines, mfcs)
+    sensors = {
+        name: ModbusDevice(name, lines[met.line], met.unit_id, met.resolved_profile())
+        for name, met in config.met.items()
+        if isinstance(met, ModbusMetConfig)
+    }
+    return StationDevices(lines, mfcs, sensors)

@@ -1,8 +1,8 @@
-"""Polls one MFC at a fixed rate, publishes its samples, and keeps it at a known-safe state.
+"""Polls one Modbus device at a fixed rate, publishes its samples, tracks its health.
 
-A device that could not be zeroed (unreachable at start-up, or back after an outage) is
-zeroed again before anything else as soon as it answers: the daemon never assumes a
-device it has not confirmed.
+An MFC must also be at a known-safe state: one that could not be zeroed (unreachable
+at start-up, or back after an outage) is zeroed again before anything else as soon
+as it answers. The daemon never assumes a device it has not confirmed.
 """
 
 from __future__ import annotations
@@ -14,33 +14,33 @@ from typing import Any
 import structlog
 
 from acquisition.bus import SampleBus
-from acquisition.safety import zero_one
-from drivers.mfc import MfcDriver
+from drivers.mfc import ModbusDevice
 from drivers.sample import Quality, Sample
 
 log = structlog.get_logger(__name__)
 
 EventSink = Callable[[str, dict[str, Any]], Awaitable[object]]
+MakeSafe = Callable[[], Awaitable[str | None]]  # None when confirmed, else why not
 
 
-class MfcPoller:
-    """Periodic polling of one MFC with health tracking (fault / recovered events)."""
+class DevicePoller:
+    """Periodic polling of one device with health events (fault / recovered)."""
 
     def __init__(
         self,
-        mfc: MfcDriver,
+        device: ModbusDevice,
         bus: SampleBus,
         period_s: float,
-        zero_timeout_s: float,
         emit: EventSink,
-        zero_confirmed: bool,
+        make_safe: MakeSafe | None = None,
+        safe_confirmed: bool = True,
     ) -> None:
-        self.mfc = mfc
+        self.device = device
         self.bus = bus
         self.period_s = period_s
-        self.zero_timeout_s = zero_timeout_s
         self.emit = emit
-        self.zero_confirmed = zero_confirmed
+        self.make_safe = make_safe
+        self.safe_confirmed = safe_confirmed
         self.polls = 0
         self.stopping = False
         self._fault: Quality | None = None
@@ -51,9 +51,9 @@ class MfcPoller:
         # The flag, not only cancellation, ends the loop: Python 3.11's timeouts can
         # swallow a cancel that lands just as a device timeout fires.
         while not self.stopping:
-            if not self.zero_confirmed:
-                await self._retry_zero()
-            samples = await self.mfc.poll()
+            if not self.safe_confirmed:
+                await self._retry_make_safe()
+            samples = await self.device.poll()
             self.polls += 1
             self.bus.publish(samples)
             await self._track_health(samples)
@@ -63,12 +63,12 @@ class MfcPoller:
                 next_poll = now
             await asyncio.sleep(next_poll - now)
 
-    async def _retry_zero(self) -> None:
-        problem = await zero_one(self.mfc, self.zero_timeout_s)
-        if problem is None:
-            self.zero_confirmed = True
-            log.info("mfc zeroed", device=self.mfc.name)
-            await self.emit("safety.zeroed", {"device": self.mfc.name, "late": True})
+    async def _retry_make_safe(self) -> None:
+        assert self.make_safe is not None
+        if await self.make_safe() is None:
+            self.safe_confirmed = True
+            log.info("device made safe", device=self.device.name)
+            await self.emit("safety.zeroed", {"device": self.device.name, "late": True})
 
     async def _track_health(self, samples: list[Sample]) -> None:
         """Emit an event when the device's health changes kind, not on every bad poll."""
@@ -77,12 +77,11 @@ class MfcPoller:
         if kind == self._fault:
             return
         previous, self._fault = self._fault, kind
+        name = self.device.name
         if bad is None:
-            log.info("device recovered", device=self.mfc.name, was=previous)
-            await self.emit("device.recovered", {"device": self.mfc.name, "was": previous})
+            log.info("device recovered", device=name, was=previous)
+            await self.emit("device.recovered", {"device": name, "was": previous})
         else:
-            log.warning("device fault", device=self.mfc.name, quality=bad.quality,
-                        detail=bad.detail)
-            await self.emit("device.fault", {"device": self.mfc.name,
-                                             "quality": bad.quality.value,
+            log.warning("device fault", device=name, quality=bad.quality, detail=bad.detail)
+            await self.emit("device.fault", {"device": name, "quality": bad.quality.value,
                                              "detail": bad.detail})

@@ -14,6 +14,7 @@ CREATE TABLE IF NOT EXISTS runs (
     dut             TEXT,                        -- device under test, free text / JSON
     software        TEXT NOT NULL,               -- crf-daq version
     inventory_json  TEXT,                        -- devices: model, serial, firmware, certificate
+    positions_json  TEXT,                        -- release points used, as at the start
     clock_offset_s  REAL,                        -- GNSS minus host clock at start
     t_start_ns      INTEGER NOT NULL,
     t_end_ns        INTEGER,
@@ -42,8 +43,26 @@ CREATE TABLE IF NOT EXISTS steps (
     u_expanded      REAL,
     budget_json     TEXT,
     qc_flags        TEXT,
+    position_id     INTEGER REFERENCES point_positions(id),  -- where the point was
     PRIMARY KEY (run_id, idx)
 );
+
+-- Positions of release points as used: surveyed coordinates from the config, or the
+-- mean of GNSS fixes of sufficient quality over a survey window, with their spread.
+CREATE TABLE IF NOT EXISTS point_positions (
+    id              INTEGER PRIMARY KEY,
+    point           TEXT NOT NULL,
+    t_ns            INTEGER NOT NULL,
+    latitude        REAL NOT NULL,                -- WGS-84 degrees
+    longitude       REAL NOT NULL,
+    altitude_m      REAL,
+    h_spread_m      REAL NOT NULL,                -- 1 sigma, horizontal
+    v_spread_m      REAL,
+    n_fixes         INTEGER NOT NULL,             -- 0 for surveyed coordinates
+    source          TEXT NOT NULL,                -- 'surveyed' or 'gnss:<receiver>'
+    min_quality     TEXT
+);
+CREATE INDEX IF NOT EXISTS point_positions_by_point ON point_positions (point, t_ns);
 
 -- Every (device, channel) the daemon has recorded, with its unit.
 CREATE TABLE IF NOT EXISTS channels (

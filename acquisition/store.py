@@ -17,6 +17,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any, TypeVar
 
+from acquisition.positions import PointPosition
 from drivers.sample import Sample
 
 SCHEMA_VERSION = 1
@@ -114,6 +115,18 @@ class Store:
         )
         return int(cursor.lastrowid or 0)
 
+    def _insert_position(self, position: PointPosition, t_ns: int) -> int:
+        assert self._db is not None
+        cursor = self._db.execute(
+            "INSERT INTO point_positions (point, t_ns, latitude, longitude, altitude_m,"
+            " h_spread_m, v_spread_m, n_fixes, source, min_quality)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (position.point, t_ns, position.latitude, position.longitude, position.altitude_m,
+             position.horizontal_spread_m, position.vertical_spread_m, position.n_fixes,
+             position.source, position.min_quality),
+        )
+        return int(cursor.lastrowid or 0)
+
     def _query(self, sql: str, params: Iterable[Any]) -> list[tuple[Any, ...]]:
         assert self._db is not None
         return self._db.execute(sql, tuple(params)).fetchall()
@@ -131,6 +144,10 @@ class Store:
         """Commit one event row now (durable before this returns)."""
         payload = json.dumps(detail or {}, default=str, ensure_ascii=False)
         return await self._run(self._insert_event, kind, payload, run_id, time.time_ns())
+
+    async def add_position(self, position: PointPosition) -> int:
+        """Record a release point's position as used from now on; returns its row id."""
+        return await self._run(self._insert_position, position, time.time_ns())
 
     async def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         """Read-only helper for tools and tests."""

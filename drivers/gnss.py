@@ -10,11 +10,11 @@ from __future__ import annotations
 import datetime as dt
 from collections import Counter
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 import pynmea2
 
-from drivers.nmea import Sentence
+from drivers.nmea import FieldError, NmeaDecoder, Sentence, number_field
 from drivers.sample import Sample
 
 # GGA fix quality indicator (NMEA 0183 v4.1).
@@ -24,23 +24,13 @@ FIX_QUALITY = {0: "none", 1: "autonomous", 2: "dgnss", 3: "pps", 4: "rtk_fixed",
 GNS_MODE = {"N": 0, "A": 1, "D": 2, "P": 2, "R": 4, "F": 5, "E": 6, "M": 7, "S": 8}
 # Which quality is better for surveying: RTK fixed first, "none" last.
 QUALITY_RANK = {4: 7, 5: 6, 2: 5, 3: 5, 1: 4, 6: 1, 7: 1, 8: 1, 0: 0}
+SurveyQuality = Literal["autonomous", "dgnss", "rtk_float", "rtk_fixed"]
+SURVEY_QUALITY_CODE = {"autonomous": 1, "dgnss": 2, "rtk_float": 5, "rtk_fixed": 4}
 
 
-class FieldError(ValueError):
-    """A sentence whose checksum is valid but whose fields are not usable."""
-
-
-def _number(message: pynmea2.NMEASentence, field: str, *, optional: bool = False) -> float | None:
-    raw = getattr(message, field, None)
-    if raw in (None, ""):
-        if optional:
-            return None
-        raise FieldError(f"{message.sentence_type}: field '{field}' is empty")
-    try:
-        return float(raw)
-    except (TypeError, ValueError):
-        raise FieldError(f"{message.sentence_type}: field '{field}' = {raw!r} is not a number") \
-            from None
+def at_least(quality: int, minimum: SurveyQuality) -> bool:
+    """Is a fix of this GGA quality good enough for a survey that asks for `minimum`?"""
+    return QUALITY_RANK.get(quality, 0) >= QUALITY_RANK[SURVEY_QUALITY_CODE[minimum]]
 
 
 def _coordinates(message: pynmea2.NMEASentence) -> tuple[float, float]:
@@ -60,6 +50,7 @@ class Fix:
     """One position fix (GGA or GNS) with the host time it arrived."""
 
     t_ns: int
+    time_of_day: str | None  # receiver UTC time of day, as sent
     utc: str | None  # receiver UTC, ISO 8601, when the date is known (RMC/ZDA seen)
     lat: float | None
     lon: float | None
@@ -82,6 +73,7 @@ class GnssInterpreter:
         self.stats = stats
         self.date: dt.date | None = None
         self.clock_offset_s: float | None = None  # receiver UTC minus host clock
+        self.clock_readings = 0
         self.last_fix: Fix | None = None
         self.last_error: str | None = None
 
@@ -112,7 +104,9 @@ class GnssInterpreter:
         message = sentence.message
         lat, lon = _coordinates(message) if quality > 0 else (None, None)
         utc = self._utc(message.timestamp)
-        fix = Fix(sentence.t_ns, utc.isoformat() if utc else None, lat, lon,
+        time_of_day = (message.timestamp.isoformat()
+                       if isinstance(message.timestamp, dt.time) else None)
+        fix = Fix(sentence.t_ns, time_of_day, utc.isoformat() if utc else None, lat, lon,
                   alt if quality > 0 else None, quality, FIX_QUALITY.get(quality, "unknown"),
                   int(sats) if sats is not None else None, hdop, message.talker)
         self.last_fix = fix
@@ -130,12 +124,12 @@ class GnssInterpreter:
 
     def _on_gga(self, sentence: Sentence) -> tuple[list[Sample], Fix]:
         message = sentence.message
-        quality = _number(message, "gps_qual")
+        quality = number_field(message, "gps_qual")
         if quality is None or quality not in FIX_QUALITY:
             raise FieldError(f"GGA: fix quality {message.gps_qual!r} is not 0-8")
-        return self._fix(sentence, int(quality), _number(message, "num_sats", optional=True),
-                         _number(message, "horizontal_dil", optional=True),
-                         _number(message, "altitude", optional=True))
+        return self._fix(sentence, int(quality), number_field(message, "num_sats", optional=True),
+                         number_field(message, "horizontal_dil", optional=True),
+                         number_field(message, "altitude", optional=True))
 
     def _on_gns(self, sentence: Sentence) -> tuple[list[Sample], Fix]:
         message = sentence.message
@@ -143,13 +137,14 @@ class GnssInterpreter:
         if not modes or any(mode not in GNS_MODE for mode in modes):
             raise FieldError(f"GNS: mode indicator {modes!r} is not valid")
         quality = max((GNS_MODE[mode] for mode in modes), key=lambda q: QUALITY_RANK[q])
-        return self._fix(sentence, quality, _number(message, "num_sats", optional=True),
-                         _number(message, "hdop", optional=True),
-                         _number(message, "altitude", optional=True))
+        return self._fix(sentence, quality, number_field(message, "num_sats", optional=True),
+                         number_field(message, "hdop", optional=True),
+                         number_field(message, "altitude", optional=True))
 
     def _clock(self, sentence: Sentence, utc: dt.datetime) -> list[Sample]:
         self.date = utc.date()
         self.clock_offset_s = utc.timestamp() - sentence.t_ns / 1e9
+        self.clock_readings += 1
         return [self._sample(sentence, "receiver_utc", utc.timestamp(), "s"),
                 self._sample(sentence, "clock_offset", self.clock_offset_s, "s")]
 
@@ -180,7 +175,7 @@ class GnssInterpreter:
         for field, channel in (("std_dev_latitude", "sigma_lat"),
                                ("std_dev_longitude", "sigma_lon"),
                                ("std_dev_altitude", "sigma_alt")):
-            value = _number(message, field, optional=True)
+            value = number_field(message, field, optional=True)
             if value is not None:
                 samples.append(self._sample(sentence, channel, value, "m"))
         return samples, None
@@ -189,7 +184,20 @@ class GnssInterpreter:
         message = sentence.message
         samples = []
         for field in ("pdop", "hdop", "vdop"):
-            value = _number(message, field, optional=True)
+            value = number_field(message, field, optional=True)
             if value is not None:
                 samples.append(self._sample(sentence, f"gsa_{field}", value, ""))
         return samples, None
+
+
+def decode_capture(data: bytes) -> tuple[list[Fix], Counter[str]]:
+    """Every position fix in a recorded NMEA log, and the decoder's counts."""
+    decoder = NmeaDecoder()
+    interpreter = GnssInterpreter("capture", decoder.stats)
+    fixes = []
+    for sentence in decoder.feed(data, 0, 0):
+        _, fix = interpreter.interpret(sentence)
+        if fix is not None:
+            fixes.append(fix)
+    decoder.flush()
+    return fixes, decoder.stats

@@ -1,6 +1,6 @@
-"""Mass flow controller driver: polls a profile's registers and sets the flow, verified.
+"""Profile-driven Modbus devices: poll any register map; set, verify and zero an MFC's flow.
 
-The driver knows one device and its register map; it does not know runs, gases or
+A driver knows one device and its register map; it does not know runs, gases or
 mass rates (acquisition converts). Every failure becomes a sample with a quality flag
 or a clear error, never a crash of the poll loop.
 """
@@ -37,22 +37,15 @@ def quality_of(error: ModbusError) -> Quality:
     return Quality.DEVICE_ERROR
 
 
-class MfcDriver:
-    """One MFC at a unit id on a shared line, described by its register profile."""
+class ModbusDevice:
+    """A device at a unit id on a shared line whose registers a profile describes."""
 
-    def __init__(
-        self, name: str, line: ModbusLine, unit_id: int, profile: Profile, full_scale: float
-    ) -> None:
+    def __init__(self, name: str, line: ModbusLine, unit_id: int, profile: Profile) -> None:
         self.name = name
         self.line = line
         self.unit_id = unit_id
         self.profile = profile
-        self.full_scale = full_scale
         self._blocks = profile.poll_blocks()
-
-    @property
-    def flow_unit(self) -> str:
-        return self.profile.flow_unit
 
     async def poll(self) -> list[Sample]:
         """Read every polled register, in as few transactions as the profile allows."""
@@ -95,6 +88,21 @@ class MfcDriver:
             self.unit_id, register.address, register.width, register.function
         )
         return register.decode(words, self.profile.word_order)
+
+
+
+class MfcDriver(ModbusDevice):
+    """A mass flow controller: a Modbus device whose flow can be set, verified and zeroed."""
+
+    def __init__(
+        self, name: str, line: ModbusLine, unit_id: int, profile: Profile, full_scale: float
+    ) -> None:
+        super().__init__(name, line, unit_id, profile)
+        self.full_scale = full_scale
+
+    @property
+    def flow_unit(self) -> str:
+        return self.profile.flow_unit
 
     async def set_flow(self, value: float) -> float:
         """Write the setpoint (profile flow unit) and read it back; return what the device holds."""

@@ -8,6 +8,7 @@ that a bad cable or a misconfigured receiver shows up in the figures.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,20 +38,20 @@ class LineSplitter:
 
     def __init__(self, stats: Counter[str]) -> None:
         self.stats = stats
-        self._pending = bytearray()
+        self.pending = bytearray()
 
     def feed(self, data: bytes) -> Iterator[str]:
-        self._pending.extend(data)
+        self.pending.extend(data)
         while True:
-            cut = min((i for i in (self._pending.find(b"\r"), self._pending.find(b"\n"))
+            cut = min((i for i in (self.pending.find(b"\r"), self.pending.find(b"\n"))
                        if i >= 0), default=-1)
             if cut < 0:
-                if len(self._pending) > 4 * MAX_SENTENCE:  # no line end in sight: junk
-                    self.stats["junk_bytes"] += len(self._pending)
-                    self._pending.clear()
+                if len(self.pending) > 4 * MAX_SENTENCE:  # no line end in sight: junk
+                    self.stats["junk_bytes"] += len(self.pending)
+                    self.pending.clear()
                 return
-            chunk = bytes(self._pending[:cut])
-            del self._pending[: cut + 1]
+            chunk = bytes(self.pending[:cut])
+            del self.pending[: cut + 1]
             if chunk:
                 line = self._clean(chunk)
                 if line:
@@ -87,6 +88,12 @@ class NmeaDecoder:
             if sentence is not None:
                 yield sentence
 
+    def flush(self) -> None:
+        """At the end of a file: a last line without its line end is truncated; count it."""
+        if self._splitter.pending:
+            self.stats["truncated"] += 1
+            self._splitter.pending = bytearray()
+
     def parse_line(self, line: str, t_ns: int, mono_ns: int) -> Sentence | None:
         if len(line) > MAX_SENTENCE:
             self.stats["too_long"] += 1
@@ -105,3 +112,25 @@ class NmeaDecoder:
             return None
         self.stats["sentences"] += 1
         return Sentence(message, line, t_ns, mono_ns)
+
+
+class FieldError(ValueError):
+    """A sentence whose checksum is valid but whose fields are not usable."""
+
+
+def number_field(
+    message: pynmea2.NMEASentence, field: str, *, optional: bool = False
+) -> float | None:
+    """A field as a float; an empty field is None if optional, else a FieldError."""
+    raw = getattr(message, field, None)
+    if raw in (None, ""):
+        if optional:
+            return None
+        raise FieldError(f"{message.sentence_type}: field '{field}' is empty")
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not math.isfinite(value):
+        raise FieldError(f"{message.sentence_type}: field '{field}' = {raw!r} is not a number")
+    return value

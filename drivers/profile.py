@@ -41,6 +41,9 @@ INTEGER_LIMITS = {
 }
 
 
+REQUIRED_REGISTERS = {"mfc": ("flow", "setpoint"), "anemometer": ("wind_speed", "wind_direction")}
+
+
 class Register(BaseModel):
     """One value in the device's map, at a PDU (zero-based) address."""
 
@@ -92,10 +95,11 @@ class Profile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str
+    kind: Literal["mfc", "anemometer"] = "mfc"
     description: str = ""
-    flow_unit: str
-    reference_temperature_c: float
-    reference_pressure_kpa: float = Field(gt=0)
+    flow_unit: str = Field(description="unit of flow registers; any unit-less register's unit")
+    reference_temperature_c: float = 0.0
+    reference_pressure_kpa: float = Field(101.325, gt=0)
     word_order: WordOrder = "big"
     poll: list[str] = Field(min_length=1)
     registers: dict[str, Register]
@@ -103,10 +107,10 @@ class Profile(BaseModel):
 
     @model_validator(mode="after")
     def _check_map(self) -> Profile:
-        for required in ("flow", "setpoint"):
+        for required in REQUIRED_REGISTERS[self.kind]:
             if required not in self.registers:
-                raise ValueError(f"profile must define register '{required}'")
-        if not self.registers["setpoint"].writable:
+                raise ValueError(f"a {self.kind} profile must define register '{required}'")
+        if self.kind == "mfc" and not self.registers["setpoint"].writable:
             raise ValueError("register 'setpoint' must be writable")
         unknown = [name for name in self.poll if name not in self.registers]
         if unknown:

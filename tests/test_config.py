@@ -69,7 +69,7 @@ def test_good_config_loads_with_defaults_and_overrides(tmp_path: Path) -> None:
     [
         ("unit_id = 1\nprofile = \"alicat\"", "unit_id = 300\nprofile = \"alicat\"",
          "mfcs.a.unit_id", "247"),
-        ('profile = "alicat"', 'profile = "alicatt"', "mfcs.a.profile", "alicat, bronkhorst"),
+        ('profile = "alicat"', 'profile = "alicatt"', "mfcs.a.profile", "shipped profiles: alicat"),
         ("baudrate = 19200", "baudrate = 19000", "lines.bus0.baudrate", "standard baud"),
         ('parity = "E"', 'parity = "X"', "lines.bus0.parity", "'N', 'E' or 'O'"),
         ("full_scale = 10", "full_scale = -1", "mfcs.a.full_scale", "greater than 0"),

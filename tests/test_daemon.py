@@ -156,7 +156,7 @@ async def test_device_unreachable_at_start_is_zeroed_when_it_answers(
     sim.device("bronkhorst").set_fault("no_reply")
     daemon = RunningDaemon(config)
     await daemon.wait_polled(2)
-    assert not daemon.daemon.pollers["bronkhorst"].zero_confirmed
+    assert not daemon.daemon.pollers["bronkhorst"].safe_confirmed
     assert sim.device("bronkhorst").setpoint == 20.0
     sim.device("bronkhorst").clear_fault()
     for _ in range(100):
