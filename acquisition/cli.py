@@ -34,7 +34,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(config.model_dump_json(indent=2))
     else:
         print(f"{args.path}: ok (station {config.station}, {len(config.lines)} line(s), "
-              f"{len(config.mfcs)} MFC(s))")
+              f"{len(config.mfcs)} MFC(s), {len(config.gnss)} GNSS receiver(s), "
+              f"{len(config.met)} met station(s), {len(config.release_points)} release "
+              f"point(s))")
     return 0
 
 

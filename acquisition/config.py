@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from acquisition.gas import species, to_kg_h
 from drivers.gnss import SurveyQuality
 from drivers.modbus_line import LineSettings
 from drivers.profile import Profile, WordOrder, available_profiles, load_profile
@@ -62,6 +63,26 @@ class MfcConfig(Strict):
     serial_number: str | None = None
     firmware: str | None = None
     certificate_id: str | None = None
+    # Uncertainty inputs (JJF 1059.1): the certificate's expanded relative uncertainty and
+    # its coverage factor; the maker's accuracy spec (used where readings are uncorrected).
+    certificate_u_pct: float | None = Field(None, gt=0, le=20, description="U, % of reading")
+    certificate_k: float = Field(2.0, gt=0, le=5)
+    accuracy_pct_reading: float = Field(0.8, ge=0, le=20, description="spec, % of reading")
+    accuracy_pct_fs: float = Field(0.2, ge=0, le=20, description="spec, % of full scale")
+    gcf_u_pct: float = Field(2.0, ge=0, le=20, description="standard u of the GCF, %")
+    calibration: list[tuple[float, float]] = Field(
+        [], description="certificate pairs [indicated, reference] in the flow unit")
+    accurate_span: tuple[float, float] = Field(
+        (0.1, 1.0), description="fraction of full scale where the spec holds")
+
+    @field_validator("calibration")
+    @classmethod
+    def _increasing(cls, pairs: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        indicated = [pair[0] for pair in pairs]
+        if pairs and (len(pairs) < 2 or indicated != sorted(set(indicated))):
+            raise ValueError("give at least two [indicated, reference] pairs, "
+                             "indicated strictly increasing")
+        return pairs
 
     @field_validator("profile")
     @classmethod
@@ -118,7 +139,12 @@ class SurveyConfig(Strict):
 
 
 class ReleasePointConfig(Strict):
-    """Where gas is released: surveyed coordinates (WGS-84) or a GNSS survey."""
+    """Where gas is released: surveyed coordinates (WGS-84) or a GNSS survey; its MFCs."""
+
+    mfcs: list[str] = Field([], description="MFCs that feed this point, any full scales")
+    valve: str | None = Field(None, description="normally-closed shutoff valve of the point")
+    max_rate: float | None = Field(None, gt=0, description="never release more than this")
+    max_rate_unit: str = "kg/h"
 
     latitude: float | None = Field(None, ge=-90, le=90)
     longitude: float | None = Field(None, ge=-180, le=180)
@@ -144,6 +170,57 @@ class ClockConfig(Strict):
     max_offset_s: float = Field(0.5, gt=0, le=3600)
 
 
+class GasConfig(Strict):
+    """The gas in the cylinder: species released and its mole fraction (purity)."""
+
+    species: str = "CH4"
+    purity: float = Field(1.0, gt=0, le=1, description="mole fraction of the species")
+    purity_u: float = Field(0.0, ge=0, le=0.1, description="standard uncertainty of purity")
+    reference_u_pct: float = Field(
+        0.05, ge=0, le=5, description="standard u of reference conditions / compressibility")
+
+    @field_validator("species")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        species(value)
+        return value
+
+
+class ValveConfig(Strict):
+    """A normally-closed solenoid on a Modbus relay output (coil)."""
+
+    line: str
+    unit_id: int = Field(ge=1, le=247)
+    coil: int = Field(0, ge=0, le=0xFFFF)
+
+
+class Interlock(Strict):
+    action: Literal["pause", "abort"] = "abort"
+
+
+class CommLossInterlock(Interlock):
+    after_s: float = Field(5.0, gt=0, le=600, description="no good MFC reading this long")
+
+
+class ThresholdInterlock(Interlock):
+    """A sampled channel that must stay within [min, max] while gas flows."""
+
+    device: str
+    channel: str
+    min: float | None = None
+    max: float | None = None
+    stale_after_s: float = Field(10.0, gt=0, description="no reading this long = tripped")
+
+
+class SafetyConfig(Strict):
+    comm_loss: CommLossInterlock = CommLossInterlock()
+    supply_pressure: ThresholdInterlock | None = None
+    wind: ThresholdInterlock | None = None
+    gnss_fix_action: Literal["pause", "abort", "ignore"] = "pause"
+    max_manual_duration_s: float = Field(600.0, gt=0, le=86_400)
+    check_period_s: float = Field(0.5, gt=0, le=10)
+
+
 class StationConfig(Strict):
     station: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     storage: StorageConfig
@@ -154,6 +231,11 @@ class StationConfig(Strict):
     met: dict[str, MetConfig] = {}
     release_points: dict[str, ReleasePointConfig] = {}
     clock: ClockConfig = ClockConfig()
+    gas: GasConfig = GasConfig()
+    valves: dict[str, ValveConfig] = {}
+    safety: SafetyConfig = SafetyConfig()
+    sequences_dir: Path = Field(Path("sequences"),
+                                description="sequence files; relative to the config file")
     sim: dict[str, Any] = Field({}, description="settings read only by `crf sim`")
 
 
@@ -227,6 +309,26 @@ def _cross_check(config: StationConfig) -> list[tuple[str, str]]:
             problems.append((f"release_points.{name}.survey.receiver",
                              f"no GNSS receiver named '{point.survey.receiver}' "
                              f"(defined: {', '.join(config.gnss) or 'none'})"))
+    for name, point in config.release_points.items():
+        for mfc in point.mfcs:
+            if mfc not in config.mfcs:
+                problems.append((f"release_points.{name}.mfcs", f"no MFC named '{mfc}'"))
+        if point.valve and point.valve not in config.valves:
+            problems.append((f"release_points.{name}.valve", f"no valve named '{point.valve}'"))
+        if point.max_rate is not None:
+            try:
+                to_kg_h(point.max_rate, point.max_rate_unit, config.gas.species)
+            except ValueError as error:
+                problems.append((f"release_points.{name}.max_rate_unit", str(error)))
+    for name, valve in config.valves.items():
+        if valve.line not in config.lines:
+            problems.append((f"valves.{name}.line", f"no line named '{valve.line}'"))
+    for key, interlock in (("supply_pressure", config.safety.supply_pressure),
+                           ("wind", config.safety.wind)):
+        known = {*config.mfcs, *config.met}
+        if interlock and interlock.device not in known:
+            problems.append((f"safety.{key}.device", f"no MFC or met device named "
+                             f"'{interlock.device}'"))
     if config.clock.reference and config.clock.reference not in config.gnss:
         problems.append(("clock.reference",
                          f"no GNSS receiver named '{config.clock.reference}'"))
@@ -249,10 +351,14 @@ def load_config(path: str | Path) -> StationConfig:
     problems = _cross_check(config)
     if problems:
         raise ConfigError(path, problems)
-    storage = config.storage.path
-    if not storage.is_absolute():
-        storage = (path.parent / storage).resolve()
-    return config.model_copy(update={"storage": StorageConfig(path=storage)})
+    return config.model_copy(update={
+        "storage": StorageConfig(path=_beside(path, config.storage.path)),
+        "sequences_dir": _beside(path, config.sequences_dir),
+    })
+
+
+def _beside(config_path: Path, path: Path) -> Path:
+    return path if path.is_absolute() else (config_path.parent / path).resolve()
 
 
 def config_hash(config: StationConfig) -> str:

@@ -9,21 +9,26 @@ remaining samples are committed and the store is closed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import structlog
 
 from acquisition import __version__
 from acquisition.bus import SampleBus
+from acquisition.cache import SampleCache
 from acquisition.config import StationConfig, config_hash
 from acquisition.devices import StationDevices, build_devices
+from acquisition.interlocks import Interlocks
 from acquisition.poller import DevicePoller
 from acquisition.recorder import Recorder
-from acquisition.safety import zero_all, zero_one
+from acquisition.safety import make_all_safe, zero_one
+from acquisition.scheduler import Scheduler, StationContext
 from acquisition.site import Site
 from acquisition.store import Store
 
 log = structlog.get_logger(__name__)
+RUN_CLOSE_TIMEOUT_S = 20.0  # for an active run to make its devices safe and close
 
 
 async def cancel_and_wait(tasks: list[asyncio.Task[None]], patience_s: float = 5.0) -> None:
@@ -52,20 +57,31 @@ class Daemon:
         )
         self.pollers: dict[str, DevicePoller] = {}
         self.site = Site(config, self.bus, self.store, self.event)
+        self.cache = SampleCache(self.bus.subscribe("cache"), history_channels={"flow"})
+        self.scheduler = Scheduler(StationContext(config, self.store, self.devices, self.cache,
+                                                  self.site, self.recorder, self.event))
+        self.interlocks = Interlocks(config, self.cache, self.site, self.scheduler, self.event)
+        self.ready = asyncio.Event()  # set once devices are safe and acquisition runs
 
-    async def event(self, kind: str, detail: dict[str, Any]) -> None:
-        await self.store.add_event(kind, detail)
+    async def event(self, kind: str, detail: dict[str, Any], run_id: str | None = None) -> None:
+        await self.store.add_event(kind, detail, run_id)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set; always leaves every MFC commanded to zero."""
         tasks: list[asyncio.Task[None]] = []
         try:
+            # Safety before anything else, the store included: after a crash gas may
+            # still be flowing.
+            confirmed = await self._drive_safe("start-up")
             await self.store.open()
             await self.event("daemon.start", {
                 "station": self.config.station, "software": __version__,
                 "config_hash": config_hash(self.config),
             })
-            confirmed = await self._zero_everything("start-up")
+            await self._record_safe("start-up", confirmed)
+            for run_id in await self.store.mark_interrupted_runs():
+                log.warning("run interrupted by a crash", run_id=run_id)
+                await self.event("run.state", {"state": "interrupted"}, run_id)
             period = 1.0 / self.config.acquisition.sample_rate_hz
             zero_timeout = self.config.acquisition.zero_timeout_s
             for name, mfc in self.devices.mfcs.items():
@@ -80,10 +96,13 @@ class Daemon:
             tasks += [asyncio.create_task(reader.run(), name=f"read:{name}")
                       for name, reader in self.site.readers.items()]
             tasks.append(asyncio.create_task(self.site.run_watch(), name="site"))
+            tasks.append(asyncio.create_task(self.cache.run(), name="cache"))
+            tasks.append(asyncio.create_task(self.interlocks.run(), name="interlocks"))
             tasks.append(asyncio.create_task(self.recorder.run(), name="recorder"))
             log.info("acquiring", station=self.config.station, mfcs=list(self.devices.mfcs),
                      sensors=list(self.devices.sensors), streams=list(self.site.readers),
                      store=str(self.config.storage.path))
+            self.ready.set()
             await self._wait(stop, tasks)
         finally:
             await self._shutdown(tasks)
@@ -100,27 +119,36 @@ class Daemon:
                 task.result()  # raises the task's exception
                 raise RuntimeError(f"task {task.get_name()} ended unexpectedly")
 
-    async def _zero_everything(self, why: str) -> dict[str, str | None]:
+    async def _drive_safe(self, why: str) -> dict[str, str | None]:
+        """Zero every MFC and close every valve; log the outcome per device."""
         for line in self.devices.lines.values():
             line.retry_now()
-        results = await zero_all(self.devices.mfcs.values(),
-                                 self.config.acquisition.zero_timeout_s)
+        results = await make_all_safe(self.devices.mfcs.values(),
+                                      self.devices.valves.values(),
+                                      self.config.acquisition.zero_timeout_s)
         failed = {name: problem for name, problem in results.items() if problem}
-        if self.store.is_open:
-                await self.event("safety.zeroed", {"why": why, "devices": sorted(results),
-                                               "unconfirmed": failed})
         if failed:
             log.error("could not confirm zero flow", why=why, devices=failed)
         else:
-            log.info("all MFCs zeroed", why=why, devices=sorted(results))
+            log.info("all MFCs zeroed, valves closed", why=why, devices=sorted(results))
         return results
 
+    async def _record_safe(self, why: str, results: dict[str, str | None]) -> None:
+        if self.store.is_open:
+            await self.event("safety.zeroed", {"why": why, "devices": sorted(results),
+                                               "unconfirmed": {name: problem for name, problem
+                                                               in results.items() if problem}})
+
     async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
+        if self.scheduler.running:  # close the run properly while the devices still poll
+            self.scheduler.abort("the daemon is stopping")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.scheduler.wait(), RUN_CLOSE_TIMEOUT_S)
         for worker in [*self.pollers.values(), *self.site.readers.values()]:
             worker.stopping = True
         await cancel_and_wait(tasks)
         try:
-            await self._zero_everything("shutdown")
+            await self._record_safe("shutdown", await self._drive_safe("shutdown"))
         finally:
             try:
                 if self.store.is_open:

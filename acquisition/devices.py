@@ -1,4 +1,4 @@
-"""Builds the Modbus drivers a station config describes: lines, MFCs and Modbus sensors."""
+"""Builds the Modbus drivers a station config describes: lines, MFCs, sensors, valves."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from acquisition.config import ModbusMetConfig, StationConfig
 from drivers.mfc import MfcDriver, ModbusDevice
 from drivers.modbus_line import ModbusLine
+from drivers.valve import ShutoffValve
 
 
 @dataclass
@@ -14,6 +15,7 @@ class StationDevices:
     lines: dict[str, ModbusLine]
     mfcs: dict[str, MfcDriver]
     sensors: dict[str, ModbusDevice]  # Modbus met sensors (anemometers)
+    valves: dict[str, ShutoffValve]
 
     def close(self) -> None:
         for line in self.lines.values():
@@ -33,4 +35,6 @@ def build_devices(config: StationConfig) -> StationDevices:
         for name, met in config.met.items()
         if isinstance(met, ModbusMetConfig)
     }
-    return StationDevices(lines, mfcs, sensors)
+    valves = {name: ShutoffValve(name, lines[valve.line], valve.unit_id, valve.coil)
+              for name, valve in config.valves.items()}
+    return StationDevices(lines, mfcs, sensors, valves)

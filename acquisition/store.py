@@ -127,6 +127,11 @@ class Store:
         )
         return int(cursor.lastrowid or 0)
 
+    def _write(self, sql: str, params: Iterable[Any]) -> int:
+        assert self._db is not None
+        cursor = self._db.execute(sql, tuple(params))
+        return int(cursor.rowcount)
+
     def _query(self, sql: str, params: Iterable[Any]) -> list[tuple[Any, ...]]:
         assert self._db is not None
         return self._db.execute(sql, tuple(params)).fetchall()
@@ -148,6 +153,36 @@ class Store:
     async def add_position(self, position: PointPosition) -> int:
         """Record a release point's position as used from now on; returns its row id."""
         return await self._run(self._insert_position, position, time.time_ns())
+
+    async def create_run(self, row: dict[str, Any]) -> None:
+        """Insert a run row (status 'running'); committed before this returns."""
+        columns = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        await self._run(self._write, f"INSERT INTO runs ({columns}) VALUES ({marks})",
+                        list(row.values()))
+
+    async def finish_run(self, run_id: str, status: str, reason: str | None) -> None:
+        await self._run(self._write,
+                        "UPDATE runs SET status = ?, reason = ?, t_end_ns = ? WHERE id = ?",
+                        (status, reason, time.time_ns(), run_id))
+
+    async def save_step(self, row: dict[str, Any]) -> None:
+        """Insert or replace a step row (written at arming, again when it ends)."""
+        columns = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        await self._run(self._write,
+                        f"INSERT OR REPLACE INTO steps ({columns}) VALUES ({marks})",
+                        list(row.values()))
+
+    async def mark_interrupted_runs(self) -> list[str]:
+        """Runs left 'running' by a crash become 'interrupted'; returns their ids."""
+        open_runs = [row[0] for row in await self.query(
+            "SELECT id FROM runs WHERE status = 'running'")]
+        for run_id in open_runs:
+            await self.finish_run(run_id, "interrupted",
+                                  "the daemon stopped without closing the run (crash or "
+                                  "power loss); found at the next start")
+        return open_runs
 
     async def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         """Read-only helper for tools and tests."""

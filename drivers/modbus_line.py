@@ -246,6 +246,14 @@ class ModbusLine:
             lambda: self._client.write_registers(address, values, device_id=unit_id),
         )
 
+    async def read_coils(self, unit_id: int, address: int, count: int = 1) -> list[bool]:
+        response = await self._call(
+            f"read {count} coils at {address}",
+            unit_id,
+            lambda: self._client.read_coils(address, count=count, device_id=unit_id),
+        )
+        return list(response.bits[:count])
+
     async def write_coil(self, unit_id: int, address: int, value: bool) -> None:
         await self._call(
             f"write coil {address}",

@@ -1,0 +1,111 @@
+"""Interlocks: conditions under which gas must stop, checked while a run is releasing.
+
+Each trips to the action configured for it (pause or abort) with a reason that is
+written to the store and the log. A sensor that stops reporting trips too: an interlock
+that cannot see is not an interlock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+
+from acquisition.cache import SampleCache
+from acquisition.config import StationConfig, ThresholdInterlock
+from acquisition.run_state import RELEASING
+from acquisition.scheduler import RunRejectedError, Scheduler
+from acquisition.site import Site
+from drivers.gnss import at_least
+
+log = structlog.get_logger(__name__)
+
+RunEventSink = Callable[[str, dict[str, Any], str | None], Awaitable[object]]
+
+
+class Interlocks:
+    def __init__(self, config: StationConfig, cache: SampleCache, site: Site,
+                 scheduler: Scheduler, emit: RunEventSink) -> None:
+        self.config = config
+        self.cache = cache
+        self.site = site
+        self.scheduler = scheduler
+        self.emit = emit
+        self.trips = 0
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.safety.check_period_s)
+            if self.scheduler.state in RELEASING:
+                await self.check()
+
+    async def check(self) -> None:
+        """Trip the first interlock that is violated, if any."""
+        for name, action, reason in self._violations():
+            await self._trip(name, action, reason)
+            return
+
+    def _violations(self) -> list[tuple[str, str, str]]:
+        progress = self.scheduler.progress
+        if progress is None:
+            return []
+        safety = self.config.safety
+        found = []
+        mfc = progress.assignment.mfc
+        age = self.cache.good_age_s(mfc, "flow")
+        phase_age = time.monotonic() - progress.phase_started_mono
+        if (age is None and phase_age > safety.comm_loss.after_s) or (
+                age is not None and age > safety.comm_loss.after_s):
+            found.append(("comm_loss", safety.comm_loss.action,
+                          f"no good reading from MFC {mfc} for more than "
+                          f"{safety.comm_loss.after_s} s"))
+        for name, interlock in (("supply_pressure", safety.supply_pressure),
+                                ("wind", safety.wind)):
+            if interlock is not None and (reason := self._out_of_range(interlock)):
+                found.append((name, interlock.action, reason))
+        if safety.gnss_fix_action != "ignore" and (reason := self._fix_lost(progress.step.point)):
+            found.append(("gnss_fix", safety.gnss_fix_action, reason))
+        return found
+
+    def _out_of_range(self, interlock: ThresholdInterlock) -> str | None:
+        where = f"{interlock.device}.{interlock.channel}"
+        age = self.cache.good_age_s(interlock.device, interlock.channel)
+        if age is None or age > interlock.stale_after_s:
+            return f"{where}: no good reading for more than {interlock.stale_after_s} s"
+        value = self.cache.good_value(interlock.device, interlock.channel)
+        assert value is not None
+        if interlock.min is not None and value < interlock.min:
+            return f"{where} = {value:.4g}, below the floor of {interlock.min}"
+        if interlock.max is not None and value > interlock.max:
+            return f"{where} = {value:.4g}, above the ceiling of {interlock.max}"
+        return None
+
+    def _fix_lost(self, point: str) -> str | None:
+        survey = self.config.release_points[point].survey
+        if survey is None:
+            return None
+        reader = self.site.gnss[survey.receiver]
+        fix = getattr(reader.interpreter, "last_fix", None)
+        timeout = self.config.gnss[survey.receiver].fix_timeout_s
+        if fix is None or (time.time_ns() - fix.t_ns) / 1e9 > timeout:
+            return f"GNSS {survey.receiver} at point {point}: no fix for more than {timeout} s"
+        if not at_least(fix.quality, survey.min_quality):
+            return (f"GNSS {survey.receiver} at point {point}: fix quality "
+                    f"{fix.quality_name}, below {survey.min_quality}")
+        return None
+
+    async def _trip(self, name: str, action: str, reason: str) -> None:
+        self.trips += 1
+        log.warning("interlock tripped", interlock=name, action=action, reason=reason)
+        await self.emit("interlock", {"interlock": name, "action": action, "reason": reason},
+                        self.scheduler.run_id)
+        try:
+            if action == "pause":
+                self.scheduler.pause(f"interlock {name}: {reason}")
+            else:
+                self.scheduler.abort(f"interlock {name}: {reason}")
+        except RunRejectedError:
+            pass  # the run moved on (ended or paused) since the check
