@@ -10,7 +10,7 @@ import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from acquisition import __version__
+from acquisition import __version__, run_cli
 from acquisition.config import ConfigError, StationConfig, load_config
 from acquisition.logs import configure_logging
 
@@ -18,7 +18,7 @@ PLUGIN_GROUP = "crf.commands"
 EXIT_CONFIG = 2
 
 
-def _load_or_report(path: str) -> StationConfig | None:
+def load_or_report(path: str) -> StationConfig | None:
     try:
         return load_config(path)
     except ConfigError as error:
@@ -27,7 +27,7 @@ def _load_or_report(path: str) -> StationConfig | None:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    config = _load_or_report(args.path)
+    config = load_or_report(args.path)
     if config is None:
         return EXIT_CONFIG
     if args.json:
@@ -58,7 +58,7 @@ async def _run_daemon(config: StationConfig, duration: float | None) -> None:
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
-    config = _load_or_report(args.config)
+    config = load_or_report(args.config)
     if config is None:
         return EXIT_CONFIG
     configure_logging(args.log_level)
@@ -111,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     daemon.add_argument("--log-level", default="info",
                         choices=["debug", "info", "warning", "error"])
     daemon.set_defaults(func=cmd_daemon)
+
+    run_cli.add_parser(commands)
 
     gnss = commands.add_parser("gnss", help="GNSS tools")
     gnss_commands = gnss.add_subparsers(dest="gnss_command", metavar="COMMAND", required=True)

@@ -59,9 +59,14 @@ class Daemon:
         self.site = Site(config, self.bus, self.store, self.event)
         self.cache = SampleCache(self.bus.subscribe("cache"), history_channels={"flow"})
         self.scheduler = Scheduler(StationContext(config, self.store, self.devices, self.cache,
-                                                  self.site, self.recorder, self.event))
+                                                  self.site, self.recorder, self.event,
+                                                  self._unconfirmed))
         self.interlocks = Interlocks(config, self.cache, self.site, self.scheduler, self.event)
         self.ready = asyncio.Event()  # set once devices are safe and acquisition runs
+
+    def _unconfirmed(self, device: str) -> None:
+        if device in self.pollers and self.pollers[device].make_safe is not None:
+            self.pollers[device].safe_confirmed = False
 
     async def event(self, kind: str, detail: dict[str, Any], run_id: str | None = None) -> None:
         await self.store.add_event(kind, detail, run_id)

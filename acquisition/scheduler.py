@@ -73,6 +73,9 @@ class StationContext:
     site: Site
     recorder: Recorder
     emit: RunEventSink
+    # Called with each device whose safe state could not be confirmed, so that its
+    # poller keeps trying to zero it as soon as it answers again.
+    on_unconfirmed: Callable[[str], None]
 
 
 class Scheduler:
@@ -136,6 +139,44 @@ class Scheduler:
         assert self.final_status is not None
         return self.final_status
 
+    def snapshot(self, public: bool = False) -> dict[str, Any]:
+        """Where the run is. `public` hides rates of a blind sequence until it ends."""
+        plan, progress = self.plan, self.progress
+        view: dict[str, Any] = {"run_id": self.run_id, "state": self.state.value,
+                                "reason": self.reason}
+        if plan is None:
+            return view
+        hide = public and plan.spec.blind and self.state not in FINAL
+        view |= {"sequence": plan.spec.name, "steps": len(plan.steps), "blind": plan.spec.blind,
+                 "completed_steps": len(self.results)}
+        if progress is not None:
+            step, now = progress.step, time.monotonic()
+            view |= {
+                "step": step.index + 1, "point": step.point, "release_active": not step.blank,
+                "target_kg_h": None if hide else step.target_kg_h,
+                "target": None if hide else f"{step.target_value:g} {step.target_unit}",
+                "mfc": progress.assignment.mfc,
+                "phase_elapsed_s": round(now - progress.phase_started_mono, 1),
+                "hold_elapsed_s": (round(now - progress.hold_started_mono, 1)
+                                   if progress.hold_started_mono else None),
+                "hold_s": step.timing.hold_s,
+                "truth_so_far_kg_h": None if hide else progress.running_mean_kg_h,
+                "eta_s": round(self._eta_s(plan, progress, now)),
+            }
+        return view
+
+    @staticmethod
+    def _eta_s(plan: Plan, progress: Progress, now: float) -> float:
+        """Nominal time left: settle window plus hold for each step not yet done."""
+        def nominal(step: PlannedStep) -> float:
+            return step.timing.settle_window_s + step.timing.hold_s
+
+        current = progress.step
+        spent = now - (progress.hold_started_mono or progress.phase_started_mono)
+        left = max(nominal(current) - spent, 0.0) if progress.hold_started_mono is None else \
+            max(current.timing.hold_s - spent, 0.0)
+        return left + sum(nominal(step) for step in plan.steps[current.index + 1:])
+
     @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
@@ -183,6 +224,8 @@ class Scheduler:
                                       self._touched_valves.values(),
                                       self.ctx.config.acquisition.zero_timeout_s)
         unconfirmed = {name: problem for name, problem in results.items() if problem}
+        for name in unconfirmed:
+            self.ctx.on_unconfirmed(name)
         await self.ctx.emit("safety.zeroed", {"why": f"run {status}", "devices": sorted(results),
                                               "unconfirmed": unconfirmed}, self.run_id)
         assert self.run_id is not None

@@ -1,0 +1,172 @@
+"""Calibration runs end to end against the simulators: truth, fail-safe, interlocks, crash."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from acquisition.config import StationConfig
+from acquisition.daemon import Daemon
+from acquisition.run_state import State
+from acquisition.scheduler import Scheduler
+from acquisition.sequence import SequenceSpec, conversion_for, plan_sequence
+from simulators.station import SimStation
+
+POINTS = """
+[release_points.P1]
+mfcs = ["alicat", "over_tcp"]
+latitude = 34.75
+longitude = 113.63
+max_rate = 0.5
+[release_points.P2]
+mfcs = ["bronkhorst"]
+latitude = 34.7501
+longitude = 113.6301
+[gas]
+purity = 0.999
+purity_u = 0.0005
+"""
+
+FAST = {"settle_tolerance_pct": 2.0, "settle_window_s": 0.5, "settle_timeout_s": 5,
+        "hold_s": 1.5}
+
+
+@pytest.fixture
+def config(make_config: Callable[..., StationConfig]) -> StationConfig:
+    return make_config(extra=POINTS)
+
+
+def plan_of(config: StationConfig, steps: list[dict], **spec: object):  # type: ignore[no-untyped-def]
+    sequence = SequenceSpec.model_validate({"name": "t", "defaults": FAST, "steps": steps,
+                                            **spec})
+    return plan_sequence(sequence, config, Path("t.toml"))
+
+
+@pytest.fixture
+async def daemon(config: StationConfig, sim: SimStation) -> AsyncIterator[Daemon]:
+    running = Daemon(config)
+    stop = asyncio.Event()
+    task = asyncio.create_task(running.run(stop))
+    await asyncio.wait_for(running.ready.wait(), 10)
+    yield running
+    stop.set()
+    await asyncio.wait_for(task, 30)
+
+
+def rows(config: StationConfig, sql: str, *params: object) -> list[tuple]:
+    with sqlite3.connect(config.storage.path) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+async def test_sequence_completes_and_truth_agrees_with_the_simulator(
+    config: StationConfig, sim: SimStation, daemon: Daemon
+) -> None:
+    plan = plan_of(config, [
+        {"point": "P1", "rate": 0},
+        {"point": "P1", "rate": 100, "unit": "g/h"},  # small MFC (alicat, 10 SLPM)
+        {"point": "P1", "rate": 0.4, "unit": "kg/h"},  # large MFC (over_tcp, 20 SLPM)
+        {"point": "P2", "rate": 15, "unit": "SLPM"},  # Bronkhorst, 0 degC reference
+    ])
+    run_id = await daemon.scheduler.start(plan, operator="tester", dut="sim DUT")
+    assert await asyncio.wait_for(daemon.scheduler.wait(), 60) is State.COMPLETED
+    assert all(sim.device(name).setpoint == 0.0 for name in config.mfcs)  # left safe
+    steps = rows(config, "SELECT idx, mfcs_json, truth_mean, u_expanded, budget_json, stable,"
+                         " qc_flags FROM steps WHERE run_id = ? ORDER BY idx", run_id)
+    assert len(steps) == 4
+    for idx, mfcs_json, mean, expanded, budget_json, stable, _flags in steps:
+        assignment = json.loads(mfcs_json)
+        true_rate = conversion_for(config, assignment["mfc"]).mass_rate(
+            assignment["setpoint"])  # the simulator's true flow once settled = setpoint
+        assert stable == 1
+        assert abs(mean - true_rate) <= expanded, (idx, mean, true_rate, expanded)
+        budget = json.loads(budget_json)["budget"]
+        names = {item["name"] for item in budget}
+        assert {"readback mean", "MFC accuracy spec (uncorrected)", "gas purity",
+                "reference conditions / compressibility"} <= names
+    assert [json.loads(s[1])["mfc"] for s in steps] == ["alicat", "alicat", "over_tcp",
+                                                         "bronkhorst"]
+    assert steps[1][2] == pytest.approx(0.1, rel=0.02)  # 100 g/h
+    run = rows(config, "SELECT status, operator, dut, sequence_hash, positions_json FROM runs")
+    assert run[0][:3] == ("completed", "tester", "sim DUT")
+    assert json.loads(run[0][4])["P1"]["source"] == "surveyed"
+    in_run = rows(config, "SELECT count(*) FROM samples WHERE run_id = ?", run_id)[0][0]
+    assert in_run > 50
+    states = [json.loads(d)["state"] for (d,) in rows(
+        config, "SELECT detail FROM events WHERE run_id = ? AND kind = 'run.state'", run_id)]
+    assert states[:4] == ["idle", "arming", "settling", "holding"]
+    assert states[-1] == "completed"
+
+
+async def test_pause_resume_skip_abort(config: StationConfig, sim: SimStation,
+                                       daemon: Daemon) -> None:
+    plan = plan_of(config, [{"point": "P1", "rate": 0.1, "hold_s": 30},
+                            {"point": "P2", "rate": 0.2, "hold_s": 30},
+                            {"point": "P2", "rate": 0.3, "hold_s": 30}])
+    scheduler = daemon.scheduler
+    await scheduler.start(plan)
+    await wait_for_state(scheduler, State.HOLDING)
+    assert sim.device("alicat").setpoint > 0
+    scheduler.pause("test")
+    await wait_for_state(scheduler, State.PAUSED)
+    assert sim.device("alicat").setpoint == 0.0  # paused = no gas
+    scheduler.resume()
+    await wait_for_state(scheduler, State.HOLDING)
+    assert sim.device("alicat").setpoint > 0
+    scheduler.skip("test")
+    await wait_for_step(scheduler, 2)
+    await wait_for_state(scheduler, State.HOLDING)
+    assert sim.device("alicat").setpoint == 0.0 and sim.device("bronkhorst").setpoint > 0
+    scheduler.abort("test over")
+    assert await scheduler.wait() is State.ABORTED
+    assert all(sim.device(name).setpoint == 0.0 for name in config.mfcs)
+    flags = rows(config, "SELECT idx, qc_flags FROM steps ORDER BY idx")
+    assert flags[0] == (0, "skipped")
+
+
+async def test_interlock_comm_loss_aborts_and_zeroes(
+    make_config: Callable[..., StationConfig], tmp_path: Path
+) -> None:
+    config = make_config(extra=POINTS + "[safety.comm_loss]\nafter_s = 0.8\naction = 'abort'")
+    async with SimStation(config) as sim:
+        daemon = Daemon(config)
+        stop = asyncio.Event()
+        task = asyncio.create_task(daemon.run(stop))
+        await daemon.ready.wait()
+        await daemon.scheduler.start(plan_of(config, [{"point": "P2", "rate": 0.3,
+                                                        "hold_s": 30}]))
+        await wait_for_state(daemon.scheduler, State.HOLDING)
+        sim.device("bronkhorst").set_fault("no_reply")
+        assert await asyncio.wait_for(daemon.scheduler.wait(), 10) is State.ABORTED
+        assert "interlock comm_loss" in (daemon.scheduler.reason or "")
+        assert sim.device("bronkhorst").setpoint > 0  # it could not be reached to zero it
+        sim.device("bronkhorst").clear_fault()
+        for _ in range(50):  # the MFC is zeroed as soon as it answers again
+            if sim.device("bronkhorst").setpoint == 0.0:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            pytest.fail("the unreachable MFC was not zeroed when it came back")
+        stop.set()
+        await task
+    assert rows(config, "SELECT kind FROM events WHERE kind = 'interlock'")
+
+
+async def wait_for_state(scheduler: Scheduler, state: State) -> None:
+    for _ in range(500):
+        if scheduler.state is state:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"scheduler never reached {state} (is {scheduler.state})")
+
+
+async def wait_for_step(scheduler: Scheduler, number: int) -> None:
+    for _ in range(500):
+        if scheduler.progress and scheduler.progress.step.index + 1 == number:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"scheduler never reached step {number}")
