@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
+import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -170,3 +173,62 @@ async def wait_for_step(scheduler: Scheduler, number: int) -> None:
             return
         await asyncio.sleep(0.02)
     raise AssertionError(f"scheduler never reached step {number}")
+
+
+async def test_kill_9_mid_run_then_restart_zeroes_first_and_keeps_the_record(
+    config: StationConfig, sim: SimStation, tmp_path: Path
+) -> None:
+    sequences = tmp_path / "sequences"
+    sequences.mkdir()
+    (sequences / "long.toml").write_text(
+        'name = "long"\n[defaults]\nsettle_window_s = 0.5\nhold_s = 60\n'
+        '[[steps]]\npoint = "P1"\nrate = 0.1\n')
+    station = str(tmp_path / "station.toml")
+    runner = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "acquisition.cli", "run", "--config", station,
+        "--sequence", "long", stderr=asyncio.subprocess.DEVNULL)
+    try:
+        for _ in range(500):
+            await asyncio.sleep(0.02)
+            with contextlib.suppress(sqlite3.OperationalError):
+                if rows(config, "SELECT 1 FROM events WHERE kind = 'run.state' "
+                                "AND detail LIKE '%holding%'"):
+                    break
+        else:
+            raise AssertionError("the run never reached holding")
+        await asyncio.sleep(1.5)  # a batch or two of samples committed
+    finally:
+        runner.kill()  # SIGKILL: no cleanup of any kind
+        await runner.wait()
+    assert sim.device("alicat").setpoint > 0  # gas still flowing, as after a real crash
+    before = rows(config, "SELECT run_id, t_ns, channel_id, value FROM samples "
+                          "WHERE run_id IS NOT NULL ORDER BY rowid")
+    steps_before = rows(config, "SELECT * FROM steps")
+    assert len(before) > 20 and len(steps_before) == 1
+
+    started = time.monotonic()
+    daemon = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "acquisition.cli", "daemon", "--config", station,
+        stderr=asyncio.subprocess.DEVNULL)
+    try:
+        while sim.device("alicat").setpoint != 0.0:
+            assert time.monotonic() - started < 5, "not zeroed after a restart"
+            await asyncio.sleep(0.005)
+        zeroed_after = time.monotonic() - started
+        for _ in range(250):
+            await asyncio.sleep(0.02)
+            if rows(config, "SELECT status FROM runs") == [("interrupted",)]:
+                break
+        else:
+            raise AssertionError("the open run was not marked interrupted")
+    finally:
+        daemon.terminate()
+        await daemon.wait()
+    assert zeroed_after < 1.0, f"zeroed {zeroed_after:.2f} s after start-up"
+    assert rows(config, "PRAGMA integrity_check") == [("ok",)]
+    after = rows(config, "SELECT run_id, t_ns, channel_id, value FROM samples "
+                         "WHERE run_id IS NOT NULL ORDER BY rowid")
+    assert after[: len(before)] == before  # every committed sample intact
+    assert rows(config, "SELECT * FROM steps") == steps_before
+    reason = rows(config, "SELECT reason FROM runs")[0][0]
+    assert "crash" in reason
