@@ -14,6 +14,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -26,7 +27,14 @@ from acquisition.ranging import Assignment, choose_mfc
 from acquisition.recorder import Recorder
 from acquisition.run_state import FINAL, RELEASING, State, new_run_id
 from acquisition.safety import make_all_safe
-from acquisition.sequence import Plan, PlannedStep, conversion_for
+from acquisition.sequence import (
+    Plan,
+    PlannedStep,
+    SequenceSpec,
+    StepSpec,
+    conversion_for,
+    plan_sequence,
+)
 from acquisition.site import Site
 from acquisition.store import Store
 from acquisition.truth import Truth, compute_truth
@@ -93,6 +101,7 @@ class Scheduler:
         self._task: asyncio.Task[None] | None = None
         self._touched_mfcs: dict[str, MfcDriver] = {}
         self._touched_valves: dict[str, ShutoffValve] = {}
+        self._release_ends_ns: int | None = None  # a manual release stops by itself then
 
     # --- commands -----------------------------------------------------------------------
 
@@ -102,12 +111,37 @@ class Scheduler:
             raise RunRejectedError(f"a run is already {self.state} ({self.run_id})")
         self.run_id, self.plan = new_run_id(), plan
         self.results, self.final_status, self.reason, self._request = {}, None, None, None
+        self._release_ends_ns = None
         await self.ctx.store.create_run(self._run_row(plan, operator, dut))
         self.ctx.recorder.run_id = self.run_id
         await self._set_state(State.IDLE, {"sequence": plan.spec.name, "steps": len(plan.steps),
                                            "seed": plan.seed, "operator": operator})
         self._task = asyncio.create_task(self._execute(), name=f"run:{self.run_id}")
         return self.run_id
+
+    async def release(self, point: str, rate: float, unit: str, duration_s: float,
+                      operator: str | None = None) -> str:
+        """A manual release: one step at `rate` that ends by itself after `duration_s`.
+
+        Checked like a sequence (point, unit, the point's and MFCs' limits) and against
+        the station's longest allowed manual release."""
+        limit = self.ctx.config.safety.max_manual_duration_s
+        if not 0 < duration_s <= limit:
+            raise RunRejectedError(f"duration {duration_s} s is outside 0..{limit} s "
+                                   "(safety.max_manual_duration_s)")
+        settle_window = min(3.0, duration_s / 4)
+        spec = SequenceSpec(
+            name="manual", description=f"manual release of {rate} {unit} at {point}",
+            steps=[StepSpec(point=point, rate=rate, unit=unit, hold_s=duration_s,
+                            settle_timeout_s=duration_s, settle_window_s=settle_window)])
+        run_id = await self.start(plan_sequence(spec, self.ctx.config, Path("manual")),
+                                  operator)
+        self._release_ends_ns = time.monotonic_ns() + int(duration_s * 1e9)
+        return run_id
+
+    def _deadline_ns(self, phase_deadline_ns: int) -> int:
+        ends = self._release_ends_ns
+        return phase_deadline_ns if ends is None else min(phase_deadline_ns, ends)
 
     def pause(self, reason: str = "operator") -> None:
         self._ask("pause", reason, allowed=RELEASING)
@@ -328,7 +362,7 @@ class Scheduler:
         tolerance = max(setpoint * timing.settle_tolerance_pct / 100,
                         SETTLE_FLOOR_FS * mfc.full_scale)
         started = time.monotonic_ns()
-        deadline = started + int(timing.settle_timeout_s * 1e9)
+        deadline = self._deadline_ns(started + int(timing.settle_timeout_s * 1e9))
         while time.monotonic_ns() < deadline:
             await self._tick()
             in_band_since = None
@@ -349,7 +383,8 @@ class Scheduler:
         self.progress.hold_started_mono = started / 1e9
         conversion = conversion_for(self.ctx.config, mfc.name)
         readings: list[float] = []
-        while time.monotonic_ns() - started < step.timing.hold_s * 1e9:
+        deadline = self._deadline_ns(started + int(step.timing.hold_s * 1e9))
+        while time.monotonic_ns() < deadline:
             await self._tick()
             readings = [s.value for s in self.ctx.cache.since(mfc.name, "flow", started)
                         if s.ok and s.value is not None]

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from acquisition.config import StationConfig
+from acquisition.config import ConfigError, StationConfig
 from acquisition.daemon import Daemon
 from acquisition.run_state import State
-from acquisition.scheduler import Scheduler
+from acquisition.scheduler import RunRejectedError, Scheduler
 from acquisition.sequence import SequenceSpec, conversion_for, plan_sequence
 from simulators.station import SimStation
 
@@ -232,3 +232,23 @@ async def test_kill_9_mid_run_then_restart_zeroes_first_and_keeps_the_record(
     assert rows(config, "SELECT * FROM steps") == steps_before
     reason = rows(config, "SELECT reason FROM runs")[0][0]
     assert "crash" in reason
+
+
+async def test_manual_release_ends_by_itself_and_respects_limits(
+    config: StationConfig, sim: SimStation, daemon: Daemon
+) -> None:
+    scheduler = daemon.scheduler
+    with pytest.raises(RunRejectedError, match=r"outside 0\.\.600"):
+        await scheduler.release("P1", 0.1, "kg/h", 3600)
+    with pytest.raises(ConfigError, match="above the limit of point 'P1'"):
+        await scheduler.release("P1", 2, "kg/h", 5)
+    began = time.monotonic()
+    await scheduler.release("P1", 0.1, "kg/h", 2.5, operator="ops")
+    await wait_for_state(scheduler, State.HOLDING)
+    assert sim.device("alicat").setpoint > 0
+    assert await asyncio.wait_for(scheduler.wait(), 10) is State.COMPLETED
+    assert 2.5 <= time.monotonic() - began < 4.0
+    assert sim.device("alicat").setpoint == 0.0
+    truth = scheduler.results[0]
+    assert truth is not None and truth.mean_kg_h == pytest.approx(0.1, rel=0.03)
+    assert rows(config, "SELECT sequence_name, operator FROM runs") == [("manual", "ops")]
