@@ -19,13 +19,14 @@ from typing import Any
 
 import structlog
 
-from acquisition import __version__
 from acquisition.cache import SampleCache
-from acquisition.config import StationConfig, config_hash
+from acquisition.config import StationConfig
 from acquisition.devices import StationDevices
 from acquisition.ranging import Assignment, choose_mfc
 from acquisition.recorder import Recorder
+from acquisition.run_records import run_row, step_row
 from acquisition.run_state import FINAL, RELEASING, State, new_run_id
+from acquisition.run_view import run_view
 from acquisition.safety import make_all_safe
 from acquisition.sequence import (
     Plan,
@@ -112,7 +113,8 @@ class Scheduler:
         self.run_id, self.plan = new_run_id(), plan
         self.results, self.final_status, self.reason, self._request = {}, None, None, None
         self._release_ends_ns = None
-        await self.ctx.store.create_run(self._run_row(plan, operator, dut))
+        await self.ctx.store.create_run(
+            run_row(self.ctx.config, self.ctx.site, self.run_id, plan, operator, dut))
         self.ctx.recorder.run_id = self.run_id
         await self._set_state(State.IDLE, {"sequence": plan.spec.name, "steps": len(plan.steps),
                                            "seed": plan.seed, "operator": operator})
@@ -175,41 +177,7 @@ class Scheduler:
 
     def snapshot(self, public: bool = False) -> dict[str, Any]:
         """Where the run is. `public` hides rates of a blind sequence until it ends."""
-        plan, progress = self.plan, self.progress
-        view: dict[str, Any] = {"run_id": self.run_id, "state": self.state.value,
-                                "reason": self.reason}
-        if plan is None:
-            return view
-        hide = public and plan.spec.blind and self.state not in FINAL
-        view |= {"sequence": plan.spec.name, "steps": len(plan.steps), "blind": plan.spec.blind,
-                 "completed_steps": len(self.results)}
-        if progress is not None:
-            step, now = progress.step, time.monotonic()
-            view |= {
-                "step": step.index + 1, "point": step.point, "release_active": not step.blank,
-                "target_kg_h": None if hide else step.target_kg_h,
-                "target": None if hide else f"{step.target_value:g} {step.target_unit}",
-                "mfc": progress.assignment.mfc,
-                "phase_elapsed_s": round(now - progress.phase_started_mono, 1),
-                "hold_elapsed_s": (round(now - progress.hold_started_mono, 1)
-                                   if progress.hold_started_mono else None),
-                "hold_s": step.timing.hold_s,
-                "truth_so_far_kg_h": None if hide else progress.running_mean_kg_h,
-                "eta_s": round(self._eta_s(plan, progress, now)),
-            }
-        return view
-
-    @staticmethod
-    def _eta_s(plan: Plan, progress: Progress, now: float) -> float:
-        """Nominal time left: settle window plus hold for each step not yet done."""
-        def nominal(step: PlannedStep) -> float:
-            return step.timing.settle_window_s + step.timing.hold_s
-
-        current = progress.step
-        spent = now - (progress.hold_started_mono or progress.phase_started_mono)
-        left = max(nominal(current) - spent, 0.0) if progress.hold_started_mono is None else \
-            max(current.timing.hold_s - spent, 0.0)
-        return left + sum(nominal(step) for step in plan.steps[current.index + 1:])
+        return run_view(self, public)
 
     @property
     def running(self) -> bool:
@@ -313,7 +281,7 @@ class Scheduler:
         mfc = self.ctx.devices.mfcs[assignment.mfc]
         point = config.release_points[step.point]
         valve = self.ctx.devices.valves.get(point.valve) if point.valve else None
-        await self.ctx.store.save_step(self._step_row(step, assignment))
+        await self.ctx.store.save_step(step_row(self.run_id, step, assignment, self.ctx.site))
         await self._set_state(State.ARMING, {"mfc": mfc.name, "setpoint": assignment.setpoint,
                                              "unit": mfc.flow_unit})
         await self._arm(mfc, valve, assignment.setpoint, step.blank)
@@ -398,7 +366,7 @@ class Scheduler:
         assert self.progress is not None
         assignment = self.progress.assignment
         flags = [*assignment.qc_flags, *flags]
-        row = self._step_row(step, assignment) | {
+        row = step_row(self.run_id, step, assignment, self.ctx.site) | {
             "t_end_ns": time.time_ns(),
             "t_stable_ns": (time.time_ns() - (time.monotonic_ns() - stable_at_mono)
                             if stable_at_mono else None),
@@ -417,36 +385,3 @@ class Scheduler:
             "truth_kg_h": truth.mean_kg_h if truth else None,
             "u_expanded_kg_h": truth.expanded_kg_h if truth else None,
             "qc_flags": flags, "note": note}, self.run_id)
-
-    # --- records ----------------------------------------------------------------------------
-
-    def _step_row(self, step: PlannedStep, assignment: Assignment) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id, "idx": step.index, "release_point": step.point,
-            "target_value": step.target_value, "target_unit": step.target_unit,
-            "mfcs_json": json.dumps({"mfc": assignment.mfc, "setpoint": assignment.setpoint,
-                                     "fraction_of_fs": assignment.fraction_of_fs,
-                                     "target_kg_h": step.target_kg_h}),
-            "t_start_ns": time.time_ns(),
-            "position_id": self.ctx.site.position_ids.get(step.point),
-        }
-
-    def _run_row(self, plan: Plan, operator: str | None, dut: str | None) -> dict[str, Any]:
-        config = self.ctx.config
-        inventory = {name: mfc.model_dump(include={"model", "serial_number", "firmware",
-                                                   "certificate_id", "profile", "full_scale"})
-                     for name, mfc in config.mfcs.items()}
-        points = {step.point for step in plan.steps}
-        positions = {point: (position.to_dict() if (position := self.ctx.site.position(point))
-                             else None) for point in sorted(points)}
-        clock = self.ctx.site.clock
-        return {
-            "id": self.run_id, "station": config.station, "sequence_name": plan.spec.name,
-            "sequence_json": json.dumps({"definition": json.loads(plan.definition_json),
-                                         "plan": plan.to_dict()}, default=str),
-            "sequence_hash": plan.sequence_hash, "config_hash": config_hash(config),
-            "operator": operator, "dut": dut, "software": __version__,
-            "inventory_json": json.dumps(inventory), "positions_json": json.dumps(positions),
-            "clock_offset_s": clock.offset_s if clock else None,
-            "t_start_ns": time.time_ns(), "status": "running",
-        }
