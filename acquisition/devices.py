@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from acquisition.config import ModbusMetConfig, StationConfig
+from acquisition.config import StationConfig
+from acquisition.config_tables import ModbusMetConfig
 from drivers.mfc import MfcDriver, ModbusDevice
 from drivers.modbus_line import ModbusLine
 from drivers.valve import ShutoffValve

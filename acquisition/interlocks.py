@@ -15,7 +15,8 @@ from typing import Any
 import structlog
 
 from acquisition.cache import SampleCache
-from acquisition.config import StationConfig, ThresholdInterlock
+from acquisition.config import StationConfig
+from acquisition.config_tables import ThresholdInterlock
 from acquisition.run_state import RELEASING
 from acquisition.scheduler import RunRejectedError, Scheduler
 from acquisition.site import Site

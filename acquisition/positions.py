@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from acquisition.config import ReleasePointConfig, SurveyConfig
+from acquisition.config_tables import ReleasePointConfig, SurveyConfig
 from drivers.gnss import Fix, at_least
 
 EARTH_RADIUS_M = 6_371_008.8  # IUGG mean radius; the local projection error is < 0.5 %

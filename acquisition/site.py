@@ -16,7 +16,8 @@ import structlog
 
 from acquisition.bus import SampleBus
 from acquisition.clock import ClockMonitor
-from acquisition.config import NmeaMetConfig, StationConfig
+from acquisition.config import StationConfig
+from acquisition.config_tables import NmeaMetConfig
 from acquisition.nmea_reader import NmeaReader, gnss_reader, met_reader
 from acquisition.positions import PointPosition, ReleasePoints
 from acquisition.store import Store

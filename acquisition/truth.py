@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from acquisition.config import GasConfig, MfcConfig
+from acquisition.config_tables import GasConfig, MfcConfig
 from acquisition.gas import FlowConversion
 
 COVERAGE_K = 2.0

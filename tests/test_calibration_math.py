@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from acquisition.config import ConfigError, GasConfig, MfcConfig, StationConfig
+from acquisition.config import ConfigError, StationConfig
+from acquisition.config_tables import GasConfig, MfcConfig
 from acquisition.gas import FlowConversion, species, to_kg_h
 from acquisition.ranging import choose_mfc
 from acquisition.run_cli import progress_line

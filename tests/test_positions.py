@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from acquisition.clock import ClockMonitor
-from acquisition.config import ReleasePointConfig, SurveyConfig
+from acquisition.config_tables import ReleasePointConfig, SurveyConfig
 from acquisition.positions import (
     EARTH_RADIUS_M,
     ReleasePoints,

@@ -1,0 +1,211 @@
+"""The tables of a station config: one pydantic model per kind of thing a station has.
+
+Every table forbids unknown keys, so that a misspelt key is an error rather than a
+silently ignored setting.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from acquisition.gas import species
+from drivers.gnss import SurveyQuality
+from drivers.profile import Profile, WordOrder, available_profiles, load_profile
+from drivers.stream import StreamSettings
+
+
+class Strict(BaseModel):
+    """Base for config tables: an unknown key is an error (a typo must not be ignored)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StorageConfig(Strict):
+    path: Path = Field(description="SQLite run store; relative paths are from the config file")
+
+
+class AcquisitionConfig(Strict):
+    sample_rate_hz: float = Field(2.0, gt=0, le=100, description="MFC polls per second")
+    commit_interval_s: float = Field(1.0, gt=0, le=60, description="sample batch period")
+    zero_timeout_s: float = Field(2.0, gt=0, le=30, description="per device, when zeroing")
+
+
+class MfcConfig(Strict):
+    """One mass flow controller, addressed by unit id on a named line."""
+
+    line: str
+    unit_id: int = Field(ge=1, le=247, description="Modbus slave address")
+    profile: str = Field(description="shipped profile name or path to a profile TOML")
+    full_scale: float = Field(gt=0, description="in the profile's flow unit")
+    gas: str = "CH4"
+    gas_mode: Literal["actual", "gcf"] = Field(
+        "actual", description="actual: device set to the released gas; gcf: apply `gcf`"
+    )
+    gcf: float | None = Field(None, gt=0, le=10, description="gas conversion factor")
+    reference_temperature_c: float | None = Field(None, ge=-50, le=50)
+    reference_pressure_kpa: float | None = Field(None, gt=50, le=200)
+    registers: dict[str, int] = Field({}, description="register address overrides")
+    word_order: WordOrder | None = None
+    model: str | None = None
+    serial_number: str | None = None
+    firmware: str | None = None
+    certificate_id: str | None = None
+    # Uncertainty inputs (JJF 1059.1): the certificate's expanded relative uncertainty and
+    # its coverage factor; the maker's accuracy spec (used where readings are uncorrected).
+    certificate_u_pct: float | None = Field(None, gt=0, le=20, description="U, % of reading")
+    certificate_k: float = Field(2.0, gt=0, le=5)
+    accuracy_pct_reading: float = Field(0.8, ge=0, le=20, description="spec, % of reading")
+    accuracy_pct_fs: float = Field(0.2, ge=0, le=20, description="spec, % of full scale")
+    gcf_u_pct: float = Field(2.0, ge=0, le=20, description="standard u of the GCF, %")
+    calibration: list[tuple[float, float]] = Field(
+        [], description="certificate pairs [indicated, reference] in the flow unit")
+    accurate_span: tuple[float, float] = Field(
+        (0.1, 1.0), description="fraction of full scale where the spec holds")
+
+    @field_validator("calibration")
+    @classmethod
+    def _increasing(cls, pairs: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        indicated = [pair[0] for pair in pairs]
+        if pairs and (len(pairs) < 2 or indicated != sorted(set(indicated))):
+            raise ValueError("give at least two [indicated, reference] pairs, "
+                             "indicated strictly increasing")
+        return pairs
+
+    @field_validator("profile")
+    @classmethod
+    def _known_profile(cls, value: str) -> str:
+        if not value.endswith(".toml") and value not in available_profiles():
+            raise ValueError(
+                f"unknown profile '{value}'; shipped profiles: {', '.join(available_profiles())}"
+            )
+        return value
+
+    def resolved_profile(self) -> Profile:
+        """The profile with this device's address and word-order overrides applied."""
+        return load_profile(self.profile).with_overrides(self.registers, self.word_order)
+
+
+class GnssConfig(StreamSettings):
+    """A GNSS receiver's NMEA stream (serial, TCP raw NMEA port, or a capture file)."""
+
+    baudrate: int = 115200
+    fix_timeout_s: float = Field(3.0, gt=0, le=60, description="no fix this long = fix lost")
+
+
+class NmeaMetConfig(StreamSettings):
+    """A weather station talking NMEA 0183 (MWV wind, MDA meteorological composite)."""
+
+    protocol: Literal["nmea"] = "nmea"
+    baudrate: int = 4800
+
+
+class ModbusMetConfig(Strict):
+    """A Modbus weather sensor (anemometer) on one of the station's Modbus lines."""
+
+    protocol: Literal["modbus"]
+    line: str
+    unit_id: int = Field(ge=1, le=247)
+    profile: str = "anemometer"
+    registers: dict[str, int] = Field({}, description="register address overrides")
+    word_order: WordOrder | None = None
+
+    def resolved_profile(self) -> Profile:
+        return load_profile(self.profile).with_overrides(self.registers, self.word_order)
+
+
+MetConfig = Annotated[NmeaMetConfig | ModbusMetConfig, Field(discriminator="protocol")]
+
+
+class SurveyConfig(Strict):
+    """Locate a release point from a GNSS receiver's fixes of sufficient quality."""
+
+    receiver: str = Field(description="name of a [gnss.*] receiver at the point")
+    min_quality: SurveyQuality = "rtk_fixed"
+    window_s: float = Field(60.0, gt=0, le=86_400, description="average over the last ...")
+    min_fixes: int = Field(30, ge=1, description="fixes needed before the position is used")
+
+
+class ReleasePointConfig(Strict):
+    """Where gas is released: surveyed coordinates (WGS-84) or a GNSS survey; its MFCs."""
+
+    mfcs: list[str] = Field([], description="MFCs that feed this point, any full scales")
+    valve: str | None = Field(None, description="normally-closed shutoff valve of the point")
+    max_rate: float | None = Field(None, gt=0, description="never release more than this")
+    max_rate_unit: str = "kg/h"
+
+    latitude: float | None = Field(None, ge=-90, le=90)
+    longitude: float | None = Field(None, ge=-180, le=180)
+    altitude_m: float | None = Field(None, ge=-500, le=9000)
+    horizontal_uncertainty_m: float = Field(
+        0.0, ge=0, description="of surveyed coordinates (1 sigma), from the survey record")
+    survey: SurveyConfig | None = None
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ReleasePointConfig:
+        surveyed = self.latitude is not None and self.longitude is not None
+        if surveyed == (self.survey is not None):
+            raise ValueError("give either `latitude` and `longitude` (surveyed) or a "
+                             "`survey` table (from a GNSS receiver), not both or neither")
+        return self
+
+
+class ClockConfig(Strict):
+    """Host clock against GNSS time: which receiver to trust and how far apart is too far."""
+
+    reference: str | None = Field(None, description="GNSS receiver; default the first")
+    max_offset_s: float = Field(0.5, gt=0, le=3600)
+
+
+class GasConfig(Strict):
+    """The gas in the cylinder: species released and its mole fraction (purity)."""
+
+    species: str = "CH4"
+    purity: float = Field(1.0, gt=0, le=1, description="mole fraction of the species")
+    purity_u: float = Field(0.0, ge=0, le=0.1, description="standard uncertainty of purity")
+    reference_u_pct: float = Field(
+        0.05, ge=0, le=5, description="standard u of reference conditions / compressibility")
+
+    @field_validator("species")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        species(value)
+        return value
+
+
+class ValveConfig(Strict):
+    """A normally-closed solenoid on a Modbus relay output (coil)."""
+
+    line: str
+    unit_id: int = Field(ge=1, le=247)
+    coil: int = Field(0, ge=0, le=0xFFFF)
+
+
+class Interlock(Strict):
+    action: Literal["pause", "abort"] = "abort"
+
+
+class CommLossInterlock(Interlock):
+    after_s: float = Field(5.0, gt=0, le=600, description="no good MFC reading this long")
+
+
+class ThresholdInterlock(Interlock):
+    """A sampled channel that must stay within [min, max] while gas flows."""
+
+    device: str
+    channel: str
+    min: float | None = None
+    max: float | None = None
+    stale_after_s: float = Field(10.0, gt=0, description="no reading this long = tripped")
+
+
+class SafetyConfig(Strict):
+    comm_loss: CommLossInterlock = CommLossInterlock()
+    supply_pressure: ThresholdInterlock | None = None
+    wind: ThresholdInterlock | None = None
+    gnss_fix_action: Literal["pause", "abort", "ignore"] = "pause"
+    max_manual_duration_s: float = Field(600.0, gt=0, le=86_400)
+    check_period_s: float = Field(0.5, gt=0, le=10)
