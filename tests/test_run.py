@@ -252,3 +252,31 @@ async def test_manual_release_ends_by_itself_and_respects_limits(
     truth = scheduler.results[0]
     assert truth is not None and truth.mean_kg_h == pytest.approx(0.1, rel=0.03)
     assert rows(config, "SELECT sequence_name, operator FROM runs") == [("manual", "ops")]
+
+
+async def test_supply_pressure_interlock_pauses_with_its_reason(
+    make_config: Callable[..., StationConfig]
+) -> None:
+    config = make_config(extra=POINTS + """
+[safety.supply_pressure]
+device = "alicat"
+channel = "pressure"
+min = 20.0
+action = "pause"
+""")  # the simulated line is at about 14.7 psia: below the 20 psia floor
+    async with SimStation(config) as sim:
+        daemon = Daemon(config)
+        stop = asyncio.Event()
+        task = asyncio.create_task(daemon.run(stop))
+        await daemon.ready.wait()
+        await daemon.scheduler.start(plan_of(config, [{"point": "P1", "rate": 0.1}]))
+        await wait_for_state(daemon.scheduler, State.PAUSED)
+        assert sim.device("alicat").setpoint == 0.0
+        daemon.scheduler.abort("test over")
+        assert await daemon.scheduler.wait() is State.ABORTED
+        stop.set()
+        await task
+    tripped = rows(config, "SELECT detail FROM events WHERE kind = 'interlock'")
+    detail = json.loads(tripped[0][0])
+    assert detail["interlock"] == "supply_pressure" and detail["action"] == "pause"
+    assert "alicat.pressure = 14.7, below the floor of 20.0" in detail["reason"]
