@@ -10,7 +10,7 @@ import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from acquisition import __version__, run_cli
+from acquisition import __version__, ctl, run_cli
 from acquisition.config import ConfigError, StationConfig, load_config
 from acquisition.logs import configure_logging
 
@@ -113,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     daemon.set_defaults(func=cmd_daemon)
 
     run_cli.add_parser(commands)
+    ctl.add_parser(commands)
 
     gnss = commands.add_parser("gnss", help="GNSS tools")
     gnss_commands = gnss.add_subparsers(dest="gnss_command", metavar="COMMAND", required=True)

@@ -21,6 +21,7 @@ from acquisition.config_tables import (
     MetConfig,
     MfcConfig,
     ModbusMetConfig,
+    MqttConfig,
     ReleasePointConfig,
     SafetyConfig,
     StorageConfig,
@@ -47,6 +48,7 @@ class StationConfig(BaseModel):
     gas: GasConfig = GasConfig()
     valves: dict[str, ValveConfig] = {}
     safety: SafetyConfig = SafetyConfig()
+    mqtt: MqttConfig | None = Field(None, description="no table: no MQTT")
     sequences_dir: Path = Field(Path("sequences"),
                                 description="sequence files; relative to the config file")
     sim: dict[str, Any] = Field({}, description="settings read only by `crf sim`")

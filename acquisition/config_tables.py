@@ -209,3 +209,47 @@ class SafetyConfig(Strict):
     gnss_fix_action: Literal["pause", "abort", "ignore"] = "pause"
     max_manual_duration_s: float = Field(600.0, gt=0, le=86_400)
     check_period_s: float = Field(0.5, gt=0, le=10)
+
+
+class MqttTls(Strict):
+    ca: Path | None = Field(None, description="CA certificate that signed the broker's")
+    cert: Path | None = Field(None, description="client certificate, if the broker asks")
+    key: Path | None = None
+    insecure: bool = Field(False, description="skip hostname check (test brokers only)")
+
+
+class MqttConfig(Strict):
+    """The site broker: where, who we are, and how often we publish."""
+
+    url: str = Field("mqtt://127.0.0.1:1883", pattern=r"^mqtts?://[^/:]+(:\d+)?/?$",
+                     description="mqtt://host:port, or mqtts:// for TLS")
+    username: str | None = None
+    password: str | None = None
+    password_file: Path | None = Field(None, description="read the password from this file")
+    client_id: str | None = Field(None, description="default crf-<station>")
+    protocol: Literal["5", "3.1.1"] = "5"
+    keepalive_s: int = Field(30, ge=5, le=600)
+    tls: MqttTls | None = None
+    telemetry_interval_s: float = Field(1.0, ge=0.05, le=60, description="per device")
+    state_interval_s: float = Field(1.0, ge=0.1, le=60)
+    command_ttl_s: float = Field(30.0, gt=0, le=3600, description="older commands refused")
+    max_clock_skew_s: float = Field(5.0, ge=0, le=600, description="commands from the future")
+    publish_truth: bool = Field(
+        False, description="in blind runs, truth also goes to crf/<station>/truth/# (ACL!)")
+    reconnect_min_s: float = Field(0.5, gt=0, le=60)
+    reconnect_max_s: float = Field(30.0, gt=0, le=600)
+
+    @property
+    def host(self) -> str:
+        return self.url.split("://", 1)[1].rstrip("/").split(":")[0]
+
+    @property
+    def port(self) -> int:
+        rest = self.url.split("://", 1)[1].rstrip("/")
+        return int(rest.split(":")[1]) if ":" in rest else (
+            8883 if self.url.startswith("mqtts") else 1883)
+
+    def secret(self) -> str | None:
+        if self.password_file is not None:
+            return self.password_file.read_text(encoding="utf-8").strip()
+        return self.password

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import Any
 
 import structlog
@@ -17,9 +18,11 @@ import structlog
 from acquisition import __version__
 from acquisition.bus import SampleBus
 from acquisition.cache import SampleCache
+from acquisition.commands import CommandProcessor
 from acquisition.config import StationConfig, config_hash
 from acquisition.devices import StationDevices, build_devices
 from acquisition.interlocks import Interlocks
+from acquisition.mqtt_link import MqttLink
 from acquisition.poller import DevicePoller
 from acquisition.recorder import Recorder
 from acquisition.safety import make_all_safe, zero_one
@@ -62,6 +65,12 @@ class Daemon:
                                                   self.site, self.recorder, self.event,
                                                   self._unconfirmed))
         self.interlocks = Interlocks(config, self.cache, self.site, self.scheduler, self.event)
+        self.commands = CommandProcessor(
+            config, self.scheduler, self.event,
+            ttl_s=config.mqtt.command_ttl_s if config.mqtt else 30.0,
+            max_skew_s=config.mqtt.max_clock_skew_s if config.mqtt else 5.0)
+        self.link = (MqttLink(config, self.store, self.bus, self.scheduler, self.commands)
+                     if config.mqtt else None)
         self.ready = asyncio.Event()  # set once devices are safe and acquisition runs
 
     def _unconfirmed(self, device: str) -> None:
@@ -69,7 +78,11 @@ class Daemon:
             self.pollers[device].safe_confirmed = False
 
     async def event(self, kind: str, detail: dict[str, Any], run_id: str | None = None) -> None:
-        await self.store.add_event(kind, detail, run_id)
+        """Record an event; run events also go to MQTT through the outbox."""
+        t_ns = time.time_ns()
+        await self.store.add_event(kind, detail, run_id, t_ns)
+        if self.link is not None:
+            await self.link.forward_event(kind, detail, run_id, t_ns)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set; always leaves every MFC commanded to zero."""
@@ -87,6 +100,7 @@ class Daemon:
             for run_id in await self.store.mark_interrupted_runs():
                 log.warning("run interrupted by a crash", run_id=run_id)
                 await self.event("run.state", {"state": "interrupted"}, run_id)
+            self.commands.remember(await self.store.recent_command_ids())
             period = 1.0 / self.config.acquisition.sample_rate_hz
             zero_timeout = self.config.acquisition.zero_timeout_s
             for name, mfc in self.devices.mfcs.items():
@@ -104,6 +118,8 @@ class Daemon:
             tasks.append(asyncio.create_task(self.cache.run(), name="cache"))
             tasks.append(asyncio.create_task(self.interlocks.run(), name="interlocks"))
             tasks.append(asyncio.create_task(self.recorder.run(), name="recorder"))
+            if self.link is not None:
+                tasks.append(asyncio.create_task(self.link.run(), name="mqtt"))
             log.info("acquiring", station=self.config.station, mfcs=list(self.devices.mfcs),
                      sensors=list(self.devices.sensors), streams=list(self.site.readers),
                      store=str(self.config.storage.path))

@@ -99,3 +99,17 @@ CREATE TABLE IF NOT EXISTS events (
     detail          TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS events_by_time ON events (t_ns);
+
+-- Store-and-forward queue of MQTT messages that must arrive (QoS 1): step results and
+-- run events. A row is marked sent only when the broker acknowledged it; unsent rows are
+-- replayed in seq order after a reconnect or a restart. Payloads carry their seq so that
+-- consumers can drop the duplicates QoS 1 allows.
+CREATE TABLE IF NOT EXISTS outbox (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic           TEXT NOT NULL,
+    payload         TEXT NOT NULL,
+    qos             INTEGER NOT NULL DEFAULT 1,
+    created_ns      INTEGER NOT NULL,
+    sent_ns         INTEGER
+);
+CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox (seq) WHERE sent_ns IS NULL;

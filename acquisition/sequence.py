@@ -169,7 +169,7 @@ def plan_sequence(spec: SequenceSpec, config: StationConfig, source: Path,
                 hashlib.sha256(definition.encode()).hexdigest()[:16])
 
 
-def load_sequence(name_or_path: str, config: StationConfig) -> Plan:
+def load_sequence(name_or_path: str, config: StationConfig, seed: int | None = None) -> Plan:
     """A sequence by name (config's sequences_dir/NAME.toml) or path, planned and checked."""
     path = Path(name_or_path)
     if path.suffix != ".toml":
@@ -186,4 +186,4 @@ def load_sequence(name_or_path: str, config: StationConfig) -> Plan:
         spec = SequenceSpec.model_validate(raw)
     except ValidationError as error:
         raise ConfigError(path, pydantic_problems(error)) from None
-    return plan_sequence(spec, config, path)
+    return plan_sequence(spec, config, path, seed)

@@ -132,6 +132,18 @@ class Store:
         cursor = self._db.execute(sql, tuple(params))
         return int(cursor.rowcount)
 
+    def _enqueue(self, topic: str, payload: dict[str, Any], qos: int) -> int:
+        assert self._db is not None
+        with self._db:
+            self._db.execute("BEGIN")
+            cursor = self._db.execute(
+                "INSERT INTO outbox (topic, payload, qos, created_ns) VALUES (?, '', ?, ?)",
+                (topic, qos, time.time_ns()))
+            seq = int(cursor.lastrowid or 0)
+            body = json.dumps({"seq": seq, **payload}, default=str, ensure_ascii=False)
+            self._db.execute("UPDATE outbox SET payload = ? WHERE seq = ?", (body, seq))
+        return seq
+
     def _query(self, sql: str, params: Iterable[Any]) -> list[tuple[Any, ...]]:
         assert self._db is not None
         return self._db.execute(sql, tuple(params)).fetchall()
@@ -144,11 +156,20 @@ class Store:
             await self._run(self._insert_samples, samples, run_id)
 
     async def add_event(
-        self, kind: str, detail: dict[str, Any] | None = None, run_id: str | None = None
+        self, kind: str, detail: dict[str, Any] | None = None, run_id: str | None = None,
+        t_ns: int | None = None,
     ) -> int:
         """Commit one event row now (durable before this returns)."""
         payload = json.dumps(detail or {}, default=str, ensure_ascii=False)
-        return await self._run(self._insert_event, kind, payload, run_id, time.time_ns())
+        return await self._run(self._insert_event, kind, payload, run_id,
+                               t_ns if t_ns is not None else time.time_ns())
+
+    async def recent_command_ids(self, limit: int = 10_000) -> list[str]:
+        """Ids of the last commands handled, oldest first (to refuse repeats after a restart)."""
+        rows = await self.query(
+            "SELECT json_extract(detail, '$.reply.id') FROM events WHERE kind = 'command'"
+            " ORDER BY id DESC LIMIT ?", limit)
+        return [command_id for (command_id,) in reversed(rows) if command_id]
 
     async def add_position(self, position: PointPosition) -> int:
         """Record a release point's position as used from now on; returns its row id."""
@@ -183,6 +204,20 @@ class Store:
                                   "the daemon stopped without closing the run (crash or "
                                   "power loss); found at the next start")
         return open_runs
+
+    async def enqueue(self, topic: str, payload: dict[str, Any], qos: int = 1) -> int:
+        """Queue an MQTT message for store-and-forward; its payload gets `seq`."""
+        return await self._run(self._enqueue, topic, payload, qos)
+
+    async def unsent(self, after_seq: int, limit: int = 100) -> list[tuple[int, str, str, int]]:
+        """(seq, topic, payload, qos) of unsent messages after `after_seq`, oldest first."""
+        return [tuple(row) for row in await self.query(  # type: ignore[misc]
+            "SELECT seq, topic, payload, qos FROM outbox WHERE sent_ns IS NULL AND seq > ?"
+            " ORDER BY seq LIMIT ?", after_seq, limit)]
+
+    async def mark_sent(self, seq: int) -> None:
+        await self._run(self._write, "UPDATE outbox SET sent_ns = ? WHERE seq = ?",
+                        (time.time_ns(), seq))
 
     async def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         """Read-only helper for tools and tests."""
