@@ -165,7 +165,8 @@ class Daemon:
             self.scheduler.abort("the daemon is stopping")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.scheduler.wait(), RUN_CLOSE_TIMEOUT_S)
-        for worker in [*self.pollers.values(), *self.site.readers.values()]:
+        for worker in [*self.pollers.values(), *self.site.readers.values(),
+                       *([self.link] if self.link else [])]:
             worker.stopping = True
         await cancel_and_wait(tasks)
         try:

@@ -53,6 +53,7 @@ class MqttLink:
         self.connected = False
         self.connections = 0
         self.outbox_sent = 0
+        self.stopping = False  # as for the pollers: Python 3.11 can swallow a cancel
         self._outbox_wake = asyncio.Event()
 
     # --- run events into the outbox ---------------------------------------------------------
@@ -90,7 +91,7 @@ class MqttLink:
     async def run(self) -> None:
         backoff = self.mqtt.reconnect_min_s
         will = aiomqtt.Will(self.topics.status, json.dumps({"state": "offline"}), 1, True)
-        while True:
+        while not self.stopping:
             try:
                 async with make_client(self.mqtt, self.mqtt.client_id or
                                        f"crf-{self.config.station}", will) as client:
@@ -130,7 +131,7 @@ class MqttLink:
 
     async def _drain_outbox(self, client: aiomqtt.Client) -> None:
         last = 0
-        while True:
+        while not self.stopping:
             self._outbox_wake.clear()
             rows = await self.store.unsent(last)
             if not rows:
@@ -143,7 +144,7 @@ class MqttLink:
                 self.outbox_sent += 1
 
     async def _publish_telemetry(self, client: aiomqtt.Client) -> None:
-        while True:
+        while not self.stopping:
             await asyncio.sleep(self.mqtt.telemetry_interval_s)
             horizon = time.time_ns() - int(TELEMETRY_MAX_AGE_S * 1e9)
             hidden = set(self.config.mfcs) if self._blind_now() else set()
@@ -163,7 +164,7 @@ class MqttLink:
 
     async def _publish_state(self, client: aiomqtt.Client) -> None:
         last, last_sent = "", 0.0
-        while True:
+        while not self.stopping:
             view = self.scheduler.snapshot(public=True)
             steady = json.dumps({k: v for k, v in view.items()
                                  if k not in ("phase_elapsed_s", "hold_elapsed_s", "eta_s")})

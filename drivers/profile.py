@@ -118,7 +118,8 @@ class Profile(BaseModel):
         return self
 
     def unit_of(self, name: str) -> str:
-        return self.registers[name].unit or self.flow_unit
+        unit = self.registers[name].unit
+        return self.flow_unit if unit is None else unit
 
     def with_overrides(
         self, addresses: dict[str, int] | None = None, word_order: WordOrder | None = None
