@@ -19,6 +19,7 @@ import aiomqtt
 import structlog
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from acquisition import __version__
 from acquisition.bus import SampleBus
@@ -35,6 +36,7 @@ log = structlog.get_logger(__name__)
 
 TELEMETRY_MAX_AGE_S = 10.0  # after an outage, older telemetry is not worth sending
 STATE_REFRESH_S = 10.0  # republish an unchanged state this often
+STOP_CHECK_S = 0.5  # every loop looks at `stopping` at least this often
 BLIND_KEYS = {"setpoint", "target", "target_kg_h", "truth_kg_h", "u_expanded_kg_h",
               "truth_so_far_kg_h"}
 
@@ -106,6 +108,7 @@ class MqttLink:
                     except asyncio.CancelledError:
                         await self._goodbye(client)
                         raise
+                    await self._goodbye(client)  # the loops end only when stopping
             except* aiomqtt.MqttError as errors:
                 log.warning("mqtt link down", reason=str(errors.exceptions[0]),
                             retry_in_s=backoff)
@@ -121,7 +124,11 @@ class MqttLink:
         await client.publish(self.topics.status, json.dumps({
             "state": "online", "station": self.config.station, "software": __version__,
             "t_ns": time.time_ns()}), qos=1, retain=True)
-        await client.subscribe(self.topics.cmd, qos=1)
+        if self.mqtt.protocol == "5":  # see a retained command as retained, live or not
+            await client.subscribe(self.topics.cmd,
+                                   options=SubscribeOptions(qos=1, retainAsPublished=True))
+        else:
+            await client.subscribe(self.topics.cmd, qos=1)
 
     async def _goodbye(self, client: aiomqtt.Client) -> None:
         """A clean stop publishes what the last will would have said."""
@@ -135,7 +142,9 @@ class MqttLink:
             self._outbox_wake.clear()
             rows = await self.store.unsent(last)
             if not rows:
-                await self._outbox_wake.wait()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(STOP_CHECK_S):
+                        await self._outbox_wake.wait()
                 continue
             for seq, topic, payload, qos in rows:
                 await client.publish(topic, payload, qos=qos)  # returns on PUBACK
@@ -176,7 +185,13 @@ class MqttLink:
             await asyncio.sleep(self.mqtt.state_interval_s)
 
     async def _take_commands(self, client: aiomqtt.Client) -> None:
-        async for message in client.messages:
+        messages = aiter(client.messages)
+        while not self.stopping:
+            try:
+                async with asyncio.timeout(STOP_CHECK_S):
+                    message = await anext(messages)
+            except TimeoutError:
+                continue
             if str(message.topic) != self.topics.cmd:
                 continue
             payload = message.payload if isinstance(message.payload, bytes | str) else b""

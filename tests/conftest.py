@@ -12,6 +12,8 @@ from acquisition.config import StationConfig, load_config
 from simulators.station import SimStation
 from tests.stations import write_station
 
+pytest_plugins = ["tests.broker"]
+
 
 @pytest.fixture
 def make_config(tmp_path: Path) -> Callable[..., StationConfig]:

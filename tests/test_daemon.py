@@ -82,7 +82,7 @@ async def test_records_every_channel_with_utc_stamps(
     for device, channel, unit, n, first, last, good in rows:
         assert n >= 5 and good == n, (device, channel)
         assert t0 <= first <= last <= t1
-        assert unit
+        assert unit == config.mfcs[device].resolved_profile().unit_of(channel)
     assert recorded == running.daemon.recorder.committed
     kinds = [kind for kind, _ in events(config)]
     assert kinds[0] == "daemon.start" and kinds[-1] == "daemon.stop"
