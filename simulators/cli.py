@@ -1,4 +1,4 @@
-"""`crf sim`: run a station's simulated MFCs until stopped (registered as a `crf` plugin)."""
+"""`crf sim`: run a station's simulated devices until stopped (registered as a `crf` plugin)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ EXIT_PORT = 1
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the `sim` command to the `crf` parser (entry point `crf.commands`)."""
     parser = subparsers.add_parser(
-        "sim", help="serve a config's MFCs as simulated Modbus slaves on ptys and TCP ports"
+        "sim", help="serve a config's MFCs, anemometers, GNSS receivers and NMEA weather "
+                    "stations as simulated devices on ptys and TCP ports"
     )
     parser.add_argument("--config", required=True, help="station TOML file")
     parser.add_argument("--no-pace", action="store_true",
@@ -34,7 +35,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
-        station = SimStation(config, pace=False if args.no_pace else None, seed=args.seed)
+        station = SimStation(config, pace=False if args.no_pace else None, seed=args.seed,
+                             base=Path(args.config).parent)
     except ConfigError as error:
         print(f"config error:\n{error}", file=sys.stderr)
         return EXIT_CONFIG

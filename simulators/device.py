@@ -1,8 +1,4 @@
-"""One simulated MFC as the bus sees it: register map, physics and faults.
-
-The object is also the datastore pymodbus's request PDUs update (`datastore_update`),
-so register semantics (read/write replies, exception codes) come from pymodbus itself.
-"""
+"""One simulated MFC as the bus sees it: register map, physics and faults."""
 
 from __future__ import annotations
 
@@ -13,18 +9,15 @@ from typing import TypeVar
 import numpy as np
 import structlog
 from pymodbus.constants import ExcCodes
-from pymodbus.pdu import ExceptionResponse, ModbusPDU
 
 from acquisition.config import MfcConfig
-from simulators.faults import Fault, make_fault
+from simulators.faults import Fault
+from simulators.modbus_device import WRITE_FUNCTIONS, ModbusDevice
 from simulators.physics import DEFAULT_NOISE, DEFAULT_TIME_CONSTANT_S, MfcPhysics, Reading
-from simulators.registers import RegisterBank
 
 log = structlog.get_logger(__name__)
 _T = TypeVar("_T")
 
-TABLE_OF_FUNCTION = {3: "holding", 4: "input", 6: "holding", 16: "holding"}
-WRITE_FUNCTIONS = (6, 16)
 SETPOINT_LIMIT = 1.05  # of full scale: what a real controller still accepts
 FLOAT32_SLACK = 1e-7  # a float32 setpoint of exactly the limit must not be refused
 KPA_TO = {"kPa": 1.0, "psia": 1 / 6.894757, "bar": 0.01, "bara": 0.01, "mbar": 10.0, "Pa": 1e3}
@@ -35,7 +28,7 @@ CELSIUS_TO: dict[str, Callable[[float], float]] = {
 }
 
 
-class SimulatedMfc:
+class SimulatedMfc(ModbusDevice):
     """An MFC at a unit id: answers Modbus requests from its profile's register map."""
 
     def __init__(
@@ -48,16 +41,11 @@ class SimulatedMfc:
         noise: float = DEFAULT_NOISE,
         fault: Fault | None = None,
     ) -> None:
-        self.name = name
-        self.unit_id = config.unit_id
+        super().__init__(name, config.unit_id, config.resolved_profile(), fault)
         self.full_scale = config.full_scale
-        self.profile = config.resolved_profile()
-        self.bank = RegisterBank(self.profile)
         self.physics = MfcPhysics(
             config.full_scale, rng, time_constant_s=time_constant_s, noise=noise
         )
-        self.fault = fault
-        self.requests_served = 0  # requests addressed to this device, answered or not
         self._reference_k = 273.15 + (
             self.profile.reference_temperature_c
             if config.reference_temperature_c is None
@@ -93,37 +81,9 @@ class SimulatedMfc:
     def true_flow(self) -> float:
         return self.physics.true_flow()
 
-    def set_fault(
-        self, kind: str, *, code: int | None = None, seconds: float | None = None
-    ) -> None:
-        """Make the device misbehave from now on; `clear` (or clear_fault()) ends it."""
-        self.fault = None if kind == "clear" else make_fault(kind, code=code, seconds=seconds)
-        log.info("sim fault", device=self.name, fault=kind)
-
-    def clear_fault(self) -> None:
-        self.set_fault("clear")
-
     # --- the Modbus side --------------------------------------------------------------
 
-    async def handle(self, request: ModbusPDU) -> ModbusPDU | None:
-        """The reply to one request addressed to this device, or None for silence."""
-        self.requests_served += 1
-        fault = self.fault
-        if fault is not None and fault.kind == "no_reply":
-            return None
-        if fault is not None and fault.kind == "exception":
-            response: ModbusPDU = ExceptionResponse(request.function_code, fault.code)
-        elif request.function_code not in TABLE_OF_FUNCTION:
-            response = ExceptionResponse(request.function_code, ExcCodes.ILLEGAL_FUNCTION)
-        else:
-            response = await request.datastore_update(self, request.dev_id)  # type: ignore[arg-type]
-        # pymodbus leaves these unset (ExceptionResponse even defaults to device 1).
-        response.dev_id = request.dev_id
-        response.transaction_id = request.transaction_id
-        return response
-
     def values(self) -> dict[str, float]:
-        """Every register's value now, sampled once so that one read is self-consistent."""
         reading = self.physics.read()
         setpoint = self.physics.setpoint
         computed = {
@@ -153,7 +113,7 @@ class SimulatedMfc:
     ) -> list[int] | ExcCodes:
         if func_code == 6:
             return self._echo
-        return self.bank.read(TABLE_OF_FUNCTION[func_code], address, count, self.values())
+        return await super().async_getValues(device_id, func_code, address, count)
 
     async def async_setValues(  # the name pymodbus calls
         self, device_id: int, func_code: int, address: int, values: Sequence[int]

@@ -1,4 +1,5 @@
-"""The `[sim]` table of a station config: physics, pacing and faults of the simulator.
+"""The `[sim]` table of a station config: physics, pacing and faults of the simulator,
+and what the simulated GNSS receivers and weather devices report.
 
 The daemon stores `[sim]` without looking inside, so it is validated here, with the
 same kind of messages (key path, what is wrong) as the rest of the config.
@@ -6,9 +7,12 @@ same kind of messages (key path, what is wrong) as the rest of the config.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from acquisition.config import StationConfig, pydantic_problems
+from acquisition.config import ModbusMetConfig, StationConfig, pydantic_problems
 from simulators.faults import Fault, FaultKind, make_fault
 from simulators.physics import DEFAULT_NOISE, DEFAULT_TIME_CONSTANT_S
 
@@ -55,6 +59,61 @@ class LineSim(_Strict):
     pace: bool | None = Field(None, description="answer at the line's byte timing")
 
 
+FixQuality = Literal["none", "autonomous", "dgnss", "rtk_float", "rtk_fixed"]
+GnssSentence = Literal["GGA", "RMC", "GNS", "GST", "ZDA", "GSA"]
+Talker = Literal["GP", "GN", "GL", "GA", "BD", "GB"]
+
+
+class GnssSim(_Strict):
+    """`[sim.gnss.<name>]`: one simulated receiver, or the replay of a capture."""
+
+    latitude: float | None = Field(None, ge=-90, le=90, description="true antenna position")
+    longitude: float | None = Field(None, ge=-180, le=180)
+    altitude_m: float | None = Field(None, ge=-500, le=9000)
+    rate_hz: float = Field(1.0, ge=1, le=10, description="epochs per second")
+    sentences: tuple[GnssSentence, ...] = Field(("GGA", "RMC", "GST", "ZDA", "GSA"),
+                                                min_length=1, description="sent each epoch")
+    talker: Talker = "GN"
+    fix_quality: FixQuality = "rtk_fixed"
+    fix_loss_every_s: float | None = Field(None, gt=0, description="a fix-loss episode each")
+    fix_loss_duration_s: float | None = Field(None, gt=0, description="... lasting this long")
+    corrupt_fraction: float = Field(0.0, ge=0, le=1, description="sentences with a bad checksum")
+    junk: bool = Field(False, description="binary UBX frames between sentences")
+    clock_offset_s: float = Field(0.0, ge=-86_400, le=86_400,
+                                  description="receiver UTC = host clock + this")
+    replay: Path | None = Field(None, description="send this capture at its own pace instead")
+    seed: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GnssSim:
+        if (self.latitude is None) != (self.longitude is None):
+            raise ValueError("give both `latitude` and `longitude`, or neither")
+        if len(set(self.sentences)) != len(self.sentences):
+            raise ValueError("`sentences` names a sentence twice")
+        every, duration = self.fix_loss_every_s, self.fix_loss_duration_s
+        if (every is None) != (duration is None):
+            raise ValueError("give both `fix_loss_every_s` and `fix_loss_duration_s`, or neither")
+        if every is not None and duration is not None and duration >= every:
+            raise ValueError("`fix_loss_duration_s` must be shorter than `fix_loss_every_s`")
+        unused = sorted(self.model_fields_set - {"replay"})
+        if self.replay is not None and unused:
+            raise ValueError(f"`replay` sends the capture as it is: remove {', '.join(unused)}")
+        return self
+
+
+class MetSim(_Strict):
+    """`[sim.met.<name>]`: the wind (and air) one simulated weather device reports."""
+
+    wind_speed_m_s: float = Field(3.0, ge=0, le=75, description="mean wind speed")
+    gust_m_s: float = Field(0.8, ge=0, le=30, description="1-sigma of the gusts")
+    direction_deg: float = Field(270.0, ge=0, lt=360, description="mean direction (from)")
+    direction_drift_deg_per_min: float = Field(2.0, ge=-180, le=180)
+    temperature_c: float = Field(20.0, ge=-60, le=60)
+    pressure_hpa: float = Field(1013.25, ge=500, le=1100)
+    rate_hz: float = Field(1.0, ge=0.1, le=10, description="NMEA bursts per second")
+    seed: int | None = Field(None, ge=0)
+
+
 class SimSettings(_Strict):
     """`[sim]`."""
 
@@ -62,28 +121,85 @@ class SimSettings(_Strict):
     seed: int | None = Field(None, ge=0, description="noise generator seed (reproducible runs)")
     mfcs: dict[str, DeviceSim] = {}
     lines: dict[str, LineSim] = {}
+    gnss: dict[str, GnssSim] = {}
+    met: dict[str, MetSim] = {}
 
     def device(self, name: str) -> DeviceSim:
         return self.mfcs.get(name) or DeviceSim()
+
+    def receiver(self, name: str) -> GnssSim:
+        return self.gnss.get(name) or GnssSim()
+
+    def weather(self, name: str) -> MetSim:
+        return self.met.get(name) or MetSim()
 
     def paced(self, line: str) -> bool:
         override = self.lines.get(line)
         return self.pace if override is None or override.pace is None else override.pace
 
 
-def sim_settings(config: StationConfig) -> SimSettings:
-    """Validate `config.sim`, including that it names only configured MFCs and lines."""
+def _unknown(table: str, kind: str, named: dict[str, object],
+             defined: dict[str, object]) -> list[tuple[str, str]]:
+    return [(f"sim.{table}.{name}", f"no {kind} named '{name}' "
+             f"(defined: {', '.join(defined) or 'none'})")
+            for name in named if name not in defined]
+
+
+def _device_problems(config: StationConfig, settings: SimSettings) -> list[tuple[str, str]]:
+    """What the tables cannot say alone: files to simulate, Modbus-only keys, shared ids."""
+    problems = []
+    for table, devices in (("gnss", config.gnss), ("met", config.met)):
+        for name in getattr(settings, table):
+            device = devices.get(name)
+            if getattr(device, "transport", None) == "file":
+                problems.append((f"sim.{table}.{name}", "reads a capture file (transport "
+                                 "'file'): nothing to simulate; to replay a capture on a port, "
+                                 "use `replay` with transport 'serial' or 'tcp'"))
+    for name, sim in settings.met.items():
+        modbus = isinstance(config.met.get(name), ModbusMetConfig)
+        if modbus and "rate_hz" in sim.model_fields_set:
+            problems.append((f"sim.met.{name}.rate_hz", "a Modbus anemometer answers when "
+                             "polled: rate_hz applies only to protocol 'nmea'"))
+    mfc_at = {(mfc.line, mfc.unit_id): name for name, mfc in config.mfcs.items()}
+    for name, met in config.met.items():
+        if isinstance(met, ModbusMetConfig) and (met.line, met.unit_id) in mfc_at:
+            problems.append((f"met.{name}.unit_id", f"unit id {met.unit_id} is already used by "
+                             f"mfcs.{mfc_at[met.line, met.unit_id]} on line '{met.line}'"))
+    return problems
+
+
+def _resolve_replays(settings: SimSettings, base: Path) -> SimSettings:
+    """Capture paths relative to `base` (the config file's folder), checked to be readable."""
+    problems = []
+    gnss = dict(settings.gnss)
+    for name, sim in settings.gnss.items():
+        if sim.replay is None:
+            continue
+        path = sim.replay if sim.replay.is_absolute() else base / sim.replay
+        if not path.is_file():
+            problems.append((f"sim.gnss.{name}.replay", f"no capture file at {path}"))
+        gnss[name] = sim.model_copy(update={"replay": path})
+    if problems:
+        raise SimConfigError(problems)
+    return settings.model_copy(update={"gnss": gnss})
+
+
+def sim_settings(config: StationConfig, base: Path | None = None) -> SimSettings:
+    """Validate `config.sim`, including that it names only configured devices and lines.
+
+    Relative `replay` paths are taken from `base` (default: the current directory).
+    """
     try:
         settings = SimSettings.model_validate(config.sim)
     except ValidationError as error:
         raise SimConfigError(pydantic_problems(error, prefix="sim")) from None
-    problems = [
-        (f"sim.mfcs.{name}", f"no MFC named '{name}' (defined: {', '.join(config.mfcs)})")
-        for name in settings.mfcs if name not in config.mfcs
-    ] + [
-        (f"sim.lines.{name}", f"no line named '{name}' (defined: {', '.join(config.lines)})")
-        for name in settings.lines if name not in config.lines
-    ]
+    problems = (
+        _unknown("mfcs", "MFC", settings.mfcs, config.mfcs)
+        + _unknown("lines", "line", settings.lines, config.lines)
+        + _unknown("gnss", "GNSS receiver", settings.gnss, config.gnss)
+        + _unknown("met", "met device", settings.met, config.met)
+        + _device_problems(config, settings)
+    )
     if problems:
         raise SimConfigError(problems)
-    return settings
+    return _resolve_replays(settings, base or Path.cwd())

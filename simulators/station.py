@@ -1,34 +1,80 @@
-"""A whole station's MFC lines, simulated: the public entry point for tests and benchmarks."""
+"""A whole station, simulated: the public entry point for tests, benchmarks and `crf sim`.
+
+Modbus devices (MFCs, anemometers) answer on their lines; GNSS receivers and NMEA
+weather stations talk on their own ports (pty or TCP).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from pathlib import Path
 from types import TracebackType
+from typing import Protocol, TypeVar
 
 import numpy as np
 
-from acquisition.config import StationConfig
+from acquisition.config import ModbusMetConfig, StationConfig
 from simulators.device import SimulatedMfc
+from simulators.gnss import Position, SimulatedGnss
 from simulators.line import SimLine
+from simulators.met import NmeaMet, SimulatedAnemometer
+from simulators.modbus_device import ModbusDevice
 from simulators.pacing import BusTiming
+from simulators.replay import GnssReplay
 from simulators.serial_line import PtyLine
-from simulators.settings import SimSettings, sim_settings
+from simulators.settings import GnssSim, SimSettings, sim_settings
 from simulators.slave import SlaveBus
+from simulators.stream_device import StreamDevice
+from simulators.stream_port import stream_port
 from simulators.tcp_line import TcpLine
+
+DEFAULT_POSITION = Position(34.752057, 113.629433, 101.5)  # a receiver nobody placed
+_T = TypeVar("_T")
+
+
+class _Part(Protocol):
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
+def _pick(table: Mapping[str, _T], name: str, what: str) -> _T:
+    try:
+        return table[name]
+    except KeyError:
+        raise KeyError(f"no simulated {what} '{name}' (have: {', '.join(table)})") from None
+
+
+def true_position(config: StationConfig, name: str, sim: GnssSim) -> Position:
+    """Where the antenna is: [sim.gnss.<name>] coordinates, else those of a release point
+    this receiver surveys (if it has any), else DEFAULT_POSITION; the altitude likewise."""
+    fallback = DEFAULT_POSITION
+    for point in config.release_points.values():
+        if (point.survey and point.survey.receiver == name
+                and point.latitude is not None and point.longitude is not None):
+            altitude = fallback.altitude_m if point.altitude_m is None else point.altitude_m
+            fallback = Position(point.latitude, point.longitude, altitude)
+            break
+    if sim.latitude is not None and sim.longitude is not None:
+        fallback = Position(sim.latitude, sim.longitude, fallback.altitude_m)
+    if sim.altitude_m is not None:
+        fallback = Position(fallback.latitude, fallback.longitude, sim.altitude_m)
+    return fallback
 
 
 class SimStation:
-    """Serves every `[mfcs.*]` of a config on its line, as a pty or TCP Modbus slave.
+    """Serves every MFC, Modbus anemometer, GNSS receiver and NMEA met station of a config.
 
-    `pace` and `seed` override the config's `[sim]` table (for every line).
+    `pace` and `seed` override the config's `[sim]` table (a device's own `seed` in
+    `[sim.gnss.*]` / `[sim.met.*]` still wins); relative `replay` paths are taken from
+    `base` (the config file's folder).
     Raises SimConfigError for a bad `[sim]` table and ValueError for a profile the
     simulator cannot serve.
     """
 
-    def __init__(
-        self, config: StationConfig, *, pace: bool | None = None, seed: int | None = None
-    ) -> None:
+    def __init__(self, config: StationConfig, *, pace: bool | None = None,
+                 seed: int | None = None, base: Path | None = None) -> None:
         self.config = config
-        self.settings: SimSettings = sim_settings(config)
+        self.settings: SimSettings = sim_settings(config, base)
         streams = np.random.SeedSequence(seed if seed is not None else self.settings.seed)
         self._devices: dict[str, SimulatedMfc] = {}
         for (name, mfc), stream in zip(
@@ -40,10 +86,14 @@ class SimStation:
                 time_constant_s=behaviour.time_constant_s, noise=behaviour.noise,
                 fault=behaviour.initial_fault(),
             )
+        self._gnss: dict[str, SimulatedGnss | GnssReplay] = {}
+        self._met: dict[str, NmeaMet | SimulatedAnemometer] = {}
+        self._build_talkers(streams)
         self._lines: dict[str, SimLine] = {}
         for line_name, settings in config.lines.items():
-            devices = {self._devices[name].unit_id: self._devices[name]
-                       for name, mfc in config.mfcs.items() if mfc.line == line_name}
+            devices: dict[int, ModbusDevice] = {
+                device.unit_id: device for name, device in self._modbus_devices().items()
+                if self._line_of(name) == line_name}
             if not devices:
                 continue  # nothing to simulate on it
             paced = self.settings.paced(line_name) if pace is None else pace
@@ -51,6 +101,46 @@ class SimStation:
             bus = SlaveBus(devices, timing)
             line_class = PtyLine if settings.transport == "serial" else TcpLine
             self._lines[line_name] = line_class(line_name, settings, bus)
+
+    def _build_talkers(self, streams: np.random.SeedSequence) -> None:
+        """GNSS receivers and met devices; a device's own `seed` beats the station's."""
+        names = [*self.config.gnss, *self.config.met]
+        rngs = dict(zip(names, streams.spawn(len(names)), strict=True))
+        for name, receiver in self.config.gnss.items():
+            if receiver.transport == "file":
+                continue  # the capture is the device
+            sim = self.settings.receiver(name)
+            rng = np.random.default_rng(sim.seed if sim.seed is not None else rngs[name])
+            port = stream_port(name, receiver)
+            self._gnss[name] = (
+                GnssReplay(name, port, sim.replay, rng) if sim.replay is not None else
+                SimulatedGnss(name, port, sim, true_position(self.config, name, sim), rng))
+        for name, met in self.config.met.items():
+            if not isinstance(met, ModbusMetConfig) and met.transport == "file":
+                continue
+            weather = self.settings.weather(name)
+            rng = np.random.default_rng(weather.seed if weather.seed is not None else rngs[name])
+            self._met[name] = (
+                SimulatedAnemometer(name, met, weather, rng) if isinstance(met, ModbusMetConfig)
+                else NmeaMet(name, stream_port(name, met), weather, rng))
+
+    def _modbus_devices(self) -> dict[str, ModbusDevice]:
+        anemometers = {name: device for name, device in self._met.items()
+                       if isinstance(device, SimulatedAnemometer)}
+        return {**self._devices, **anemometers}
+
+    def _line_of(self, name: str) -> str:
+        if name in self.config.mfcs:
+            return self.config.mfcs[name].line
+        met = self.config.met[name]
+        assert isinstance(met, ModbusMetConfig)
+        return met.line
+
+    def _talkers(self) -> dict[str, StreamDevice]:
+        talkers: dict[str, StreamDevice] = dict(self._gnss)
+        talkers.update((name, device) for name, device in self._met.items()
+                       if isinstance(device, NmeaMet))
+        return talkers
 
     @property
     def devices(self) -> dict[str, SimulatedMfc]:
@@ -61,44 +151,45 @@ class SimStation:
         return dict(self._lines)
 
     def device(self, name: str) -> SimulatedMfc:
-        try:
-            return self._devices[name]
-        except KeyError:
-            have = ", ".join(self._devices)
-            raise KeyError(f"no simulated MFC '{name}' (have: {have})") from None
+        return _pick(self._devices, name, "MFC")
 
     def line(self, name: str) -> SimLine:
-        try:
-            return self._lines[name]
-        except KeyError:
-            have = ", ".join(self._lines)
-            raise KeyError(f"no simulated line '{name}' (have: {have})") from None
+        return _pick(self._lines, name, "line")
+
+    def gnss(self, name: str) -> SimulatedGnss | GnssReplay:
+        return _pick(self._gnss, name, "GNSS receiver")
+
+    def met(self, name: str) -> NmeaMet | SimulatedAnemometer:
+        return _pick(self._met, name, "met device")
 
     def describe(self) -> list[str]:
-        """One line per served device: name, profile, unit id, where to reach it."""
-        return [
+        """One line per served device: name, what it is, where to reach it."""
+        modbus = [
             f"{name} profile={device.profile.name} unit={device.unit_id} "
-            f"line={self.config.mfcs[name].line} "
-            f"at={self.config.lines[self.config.mfcs[name].line].endpoint}"
-            for name, device in self._devices.items()
+            f"line={self._line_of(name)} at={self.config.lines[self._line_of(name)].endpoint}"
+            for name, device in self._modbus_devices().items()
         ]
+        return modbus + [f"{name} {talker.describe()}" for name, talker in self._talkers().items()]
+
+    def _parts(self) -> list[_Part]:
+        return [*self._lines.values(), *self._talkers().values()]
 
     async def start(self) -> None:
         """Open every port; on failure, close those already opened and re-raise."""
-        started: list[SimLine] = []
+        started: list[_Part] = []
         try:
-            for line in self._lines.values():
-                await line.start()
-                started.append(line)
+            for part in self._parts():
+                await part.start()
+                started.append(part)
         except BaseException:
-            for line in started:
-                await line.stop()
+            for part in started:
+                await part.stop()
             raise
 
     async def stop(self) -> None:
         """Close every port and remove the port symlinks."""
-        for line in self._lines.values():
-            await line.stop()
+        for part in self._parts():
+            await part.stop()
 
     async def __aenter__(self) -> SimStation:
         await self.start()
