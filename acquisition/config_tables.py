@@ -209,6 +209,12 @@ class SafetyConfig(Strict):
     gnss_fix_action: Literal["pause", "abort", "ignore"] = "pause"
     max_manual_duration_s: float = Field(600.0, gt=0, le=86_400)
     check_period_s: float = Field(0.5, gt=0, le=10)
+    resume_after_s: float = Field(
+        30.0, ge=0, le=3600,
+        description="a run paused by an interlock resumes once it has been clear this long; "
+                    "0: only an operator resumes")
+    position_wait_s: float = Field(
+        120.0, ge=0, le=3600, description="wait this long for a GNSS-surveyed point's position")
 
 
 class MqttTls(Strict):

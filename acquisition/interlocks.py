@@ -1,13 +1,16 @@
-"""Interlocks: conditions under which gas must stop, checked while a run is releasing.
+"""Interlocks: conditions under which gas must stop, checked while gas is commanded.
 
 Each trips to the action configured for it (pause or abort) with a reason that is
 written to the store and the log. A sensor that stops reporting trips too: an interlock
-that cannot see is not an interlock.
+that cannot see is not an interlock. A run paused by an interlock resumes by itself once
+that interlock has been clear for `safety.resume_after_s` (a gust, a brief fix loss),
+unless that is 0; an operator can always resume or abort it first.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -17,12 +20,13 @@ import structlog
 from acquisition.cache import SampleCache
 from acquisition.config import StationConfig
 from acquisition.config_tables import ThresholdInterlock
-from acquisition.run_state import RELEASING
+from acquisition.run_state import State
 from acquisition.scheduler import RunRejectedError, Scheduler
 from acquisition.site import Site
 from drivers.gnss import at_least
 
 log = structlog.get_logger(__name__)
+GAS_COMMANDED = {State.SETTLING, State.HOLDING}
 
 RunEventSink = Callable[[str, dict[str, Any], str | None], Awaitable[object]]
 
@@ -36,18 +40,38 @@ class Interlocks:
         self.scheduler = scheduler
         self.emit = emit
         self.trips = 0
+        self.paused_by: str | None = None  # the interlock whose pause may auto-resume
+        self._clear_since: float | None = None
 
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self.config.safety.check_period_s)
-            if self.scheduler.state in RELEASING:
+            if self.scheduler.state in GAS_COMMANDED:
                 await self.check()
+            elif self.scheduler.state is State.PAUSED and self.paused_by:
+                await self._maybe_resume()
+            else:
+                self.paused_by = None
 
     async def check(self) -> None:
         """Trip the first interlock that is violated, if any."""
         for name, action, reason in self._violations():
             await self._trip(name, action, reason)
             return
+
+    async def _maybe_resume(self) -> None:
+        if any(name == self.paused_by for name, *_ in self._violations()):
+            self._clear_since = None
+            return
+        now = time.monotonic()
+        self._clear_since = self._clear_since or now
+        hold_off = self.config.safety.resume_after_s
+        if hold_off > 0 and now - self._clear_since >= hold_off:
+            name, self.paused_by, self._clear_since = self.paused_by, None, None
+            await self.emit("interlock.cleared", {"interlock": name, "clear_for_s": hold_off},
+                            self.scheduler.run_id)
+            with contextlib.suppress(RunRejectedError):
+                self.scheduler.resume()
 
     def _violations(self) -> list[tuple[str, str, str]]:
         progress = self.scheduler.progress
@@ -106,6 +130,7 @@ class Interlocks:
         try:
             if action == "pause":
                 self.scheduler.pause(f"interlock {name}: {reason}")
+                self.paused_by, self._clear_since = name, None
             else:
                 self.scheduler.abort(f"interlock {name}: {reason}")
         except RunRejectedError:

@@ -13,7 +13,7 @@ import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,7 @@ class Progress:
     step: PlannedStep
     assignment: Assignment
     phase_started_mono: float
+    row: dict[str, Any] = field(default_factory=dict)  # the step's store row, as armed
     hold_started_mono: float | None = None
     running_mean_kg_h: float | None = None
 
@@ -281,7 +282,10 @@ class Scheduler:
         mfc = self.ctx.devices.mfcs[assignment.mfc]
         point = config.release_points[step.point]
         valve = self.ctx.devices.valves.get(point.valve) if point.valve else None
-        await self.ctx.store.save_step(step_row(self.run_id, step, assignment, self.ctx.site))
+        if point.survey is not None and step.point not in self.ctx.site.position_ids:
+            await self._wait_for_position(step.point)
+        self.progress.row = step_row(self.run_id, step, assignment, self.ctx.site)
+        await self.ctx.store.save_step(self.progress.row)
         await self._set_state(State.ARMING, {"mfc": mfc.name, "setpoint": assignment.setpoint,
                                              "unit": mfc.flow_unit})
         await self._arm(mfc, valve, assignment.setpoint, step.blank)
@@ -305,6 +309,13 @@ class Scheduler:
             flags.append("too_few_readings")
             log.warning("no truth for step", step=step.index, reason=str(error))
         await self._end_step(step, truth, flags, None, stable_at)
+
+    async def _wait_for_position(self, point: str) -> None:
+        """A GNSS-surveyed point needs its survey before gas flows there (no gas yet)."""
+        await self._set_state(State.ARMING, {"waiting_for": f"position of {point}"})
+        deadline = time.monotonic() + self.ctx.config.safety.position_wait_s
+        while point not in self.ctx.site.position_ids and time.monotonic() < deadline:
+            await self._tick(0.5)
 
     async def _arm(self, mfc: MfcDriver, valve: ShutoffValve | None, setpoint: float,
                    blank: bool) -> None:
@@ -365,8 +376,11 @@ class Scheduler:
                         note: str | None, stable_at_mono: int | None = None) -> None:
         assert self.progress is not None
         assignment = self.progress.assignment
+        armed = self.progress.row or step_row(self.run_id, step, assignment, self.ctx.site)
         flags = [*assignment.qc_flags, *flags]
-        row = step_row(self.run_id, step, assignment, self.ctx.site) | {
+        if armed["position_id"] is None and not step.blank:
+            flags.append("position_unknown")
+        row = armed | {
             "t_end_ns": time.time_ns(),
             "t_stable_ns": (time.time_ns() - (time.monotonic_ns() - stable_at_mono)
                             if stable_at_mono else None),
