@@ -94,23 +94,33 @@ def _profile_problems(
     return []
 
 
+def _unit_id_clashes(config: StationConfig) -> list[tuple[str, str]]:
+    """Two Modbus devices at one address on one line. Valves may share a relay module."""
+    devices = [(f"mfcs.{name}", mfc.line, mfc.unit_id) for name, mfc in config.mfcs.items()]
+    devices += [(f"met.{name}", met.line, met.unit_id) for name, met in config.met.items()
+                if isinstance(met, ModbusMetConfig)]
+    relays = {(valve.line, valve.unit_id): f"valves.{name}"
+              for name, valve in config.valves.items()}
+    devices += [(key, line, unit) for (line, unit), key in relays.items()]
+    problems, seen = [], {}
+    for key, line, unit in devices:
+        if (line, unit) in seen:
+            problems.append((f"{key}.unit_id", f"unit id {unit} is already used by "
+                             f"{seen[(line, unit)]} on line '{line}'"))
+        seen.setdefault((line, unit), key)
+    return problems
+
+
 def _cross_check(config: StationConfig) -> list[tuple[str, str]]:
     """Rules that span tables: line references, shared unit ids, profile overrides."""
     problems: list[tuple[str, str]] = []
-    seen: dict[tuple[str, int], str] = {}
+    problems += _unit_id_clashes(config)
     for name, mfc in config.mfcs.items():
         if mfc.line not in config.lines:
             problems.append(
                 (f"mfcs.{name}.line", f"no line named '{mfc.line}' "
                  f"(defined: {', '.join(config.lines)})")
             )
-        key = (mfc.line, mfc.unit_id)
-        if key in seen:
-            problems.append(
-                (f"mfcs.{name}.unit_id", f"unit id {mfc.unit_id} is already used by "
-                 f"mfcs.{seen[key]} on line '{mfc.line}'")
-            )
-        seen.setdefault(key, name)
         if mfc.gas_mode == "gcf" and mfc.gcf is None:
             problems.append((f"mfcs.{name}.gcf", "gas_mode = 'gcf' needs a `gcf` value"))
         problems += _profile_problems(f"mfcs.{name}.profile", mfc, "mfc")

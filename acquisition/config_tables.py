@@ -9,7 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
 from acquisition.gas import species
 from drivers.gnss import SurveyQuality
@@ -116,7 +124,17 @@ class ModbusMetConfig(Strict):
         return load_profile(self.profile).with_overrides(self.registers, self.word_order)
 
 
-MetConfig = Annotated[NmeaMetConfig | ModbusMetConfig, Field(discriminator="protocol")]
+def _met_protocol(table: object) -> str:
+    """NMEA unless the table says otherwise, so `protocol` may be left out."""
+    if isinstance(table, dict):
+        return str(table.get("protocol", "nmea"))
+    return str(getattr(table, "protocol", "nmea"))
+
+
+MetConfig = Annotated[
+    Annotated[NmeaMetConfig, Tag("nmea")] | Annotated[ModbusMetConfig, Tag("modbus")],
+    Discriminator(_met_protocol),
+]
 
 
 class SurveyConfig(Strict):

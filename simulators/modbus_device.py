@@ -1,4 +1,4 @@
-"""What every simulated Modbus slave shares: a unit id, a register map, faults, replies.
+"""What every simulated Modbus slave shares: a unit id, faults, replies; a register map.
 
 The object is also the datastore pymodbus's request PDUs update (`datastore_update`),
 so register semantics (read/write replies, exception codes) come from pymodbus itself.
@@ -24,21 +24,26 @@ TABLE_OF_FUNCTION = {3: "holding", 4: "input", 6: "holding", 16: "holding"}
 WRITE_FUNCTIONS = (6, 16)
 
 
-class ModbusDevice(ABC):
-    """A slave at a unit id: answers requests from its profile's register map."""
+class SlaveDevice(ABC):
+    """A slave at a unit id: faults, and replies from pymodbus's request semantics."""
 
-    def __init__(self, name: str, unit_id: int, profile: Profile,
-                 fault: Fault | None = None) -> None:
+    functions: frozenset[int] = frozenset()  # function codes the device implements
+
+    def __init__(self, name: str, unit_id: int, fault: Fault | None = None) -> None:
         self.name = name
         self.unit_id = unit_id
-        self.profile = profile
-        self.bank = RegisterBank(profile)
         self.fault = fault
         self.requests_served = 0  # requests addressed to this device, answered or not
 
     @abstractmethod
-    def values(self) -> dict[str, float]:
-        """Every register's value now, sampled once so that one read is self-consistent."""
+    async def async_getValues(  # the name pymodbus calls
+        self, device_id: int, func_code: int, address: int, count: int = 1
+    ) -> list[int] | list[bool] | ExcCodes: ...
+
+    @abstractmethod
+    async def async_setValues(  # the name pymodbus calls
+        self, device_id: int, func_code: int, address: int, values: Sequence[int]
+    ) -> ExcCodes | None: ...
 
     def set_fault(
         self, kind: str, *, code: int | None = None, seconds: float | None = None
@@ -58,7 +63,7 @@ class ModbusDevice(ABC):
             return None
         if fault is not None and fault.kind == "exception":
             response: ModbusPDU = ExceptionResponse(request.function_code, fault.code)
-        elif request.function_code not in TABLE_OF_FUNCTION:
+        elif request.function_code not in self.functions:
             response = ExceptionResponse(request.function_code, ExcCodes.ILLEGAL_FUNCTION)
         else:
             response = await request.datastore_update(self, request.dev_id)  # type: ignore[arg-type]
@@ -66,6 +71,23 @@ class ModbusDevice(ABC):
         response.dev_id = request.dev_id
         response.transaction_id = request.transaction_id
         return response
+
+
+
+class ModbusDevice(SlaveDevice):
+    """A slave whose holding/input registers a profile describes."""
+
+    functions = frozenset(TABLE_OF_FUNCTION)
+
+    def __init__(self, name: str, unit_id: int, profile: Profile,
+                 fault: Fault | None = None) -> None:
+        super().__init__(name, unit_id, fault)
+        self.profile = profile
+        self.bank = RegisterBank(profile)
+
+    @abstractmethod
+    def values(self) -> dict[str, float]:
+        """Every register's value now, sampled once so that one read is self-consistent."""
 
     async def async_getValues(  # the name pymodbus calls
         self, device_id: int, func_code: int, address: int, count: int = 1

@@ -14,7 +14,7 @@ import structlog
 from pymodbus.framer import FramerBase, FramerRTU
 
 from simulators.framing import FramingError, Request, RequestStream
-from simulators.modbus_device import ModbusDevice
+from simulators.modbus_device import SlaveDevice
 from simulators.pacing import BusTiming, sleep_until
 
 log = structlog.get_logger(__name__)
@@ -36,7 +36,7 @@ def corrupt(frame: bytes, framer: FramerBase) -> bytes:
 class SlaveBus:
     """The devices sharing one line; one transaction at a time, as on RS-485."""
 
-    def __init__(self, devices: dict[int, ModbusDevice], timing: BusTiming | None) -> None:
+    def __init__(self, devices: dict[int, SlaveDevice], timing: BusTiming | None) -> None:
         """`timing` None answers at once; otherwise replies leave at the line's byte rate."""
         self.devices = devices
         self.timing = timing

@@ -18,8 +18,9 @@ from simulators.device import SimulatedMfc
 from simulators.gnss import Position, SimulatedGnss
 from simulators.line import SimLine
 from simulators.met import NmeaMet, SimulatedAnemometer
-from simulators.modbus_device import ModbusDevice
+from simulators.modbus_device import ModbusDevice, SlaveDevice
 from simulators.pacing import BusTiming
+from simulators.relay import SimulatedRelay
 from simulators.replay import GnssReplay
 from simulators.serial_line import PtyLine
 from simulators.settings import GnssSim, SimSettings, sim_settings
@@ -61,6 +62,9 @@ def true_position(config: StationConfig, name: str, sim: GnssSim) -> Position:
     return fallback
 
 
+RELAY_COILS = 8  # a common relay module size
+
+
 class SimStation:
     """Serves every MFC, Modbus anemometer, GNSS receiver and NMEA met station of a config.
 
@@ -89,11 +93,18 @@ class SimStation:
         self._gnss: dict[str, SimulatedGnss | GnssReplay] = {}
         self._met: dict[str, NmeaMet | SimulatedAnemometer] = {}
         self._build_talkers(streams)
+        self._relays: dict[tuple[str, int], SimulatedRelay] = {}
+        for valve in config.valves.values():
+            key = (valve.line, valve.unit_id)
+            coils = max(RELAY_COILS, valve.coil + 1,
+                        len(self._relays[key].coils) if key in self._relays else 0)
+            self._relays[key] = SimulatedRelay(f"relay {valve.line}/{valve.unit_id}",
+                                               valve.unit_id, coils)
         self._lines: dict[str, SimLine] = {}
         for line_name, settings in config.lines.items():
-            devices: dict[int, ModbusDevice] = {
-                device.unit_id: device for name, device in self._modbus_devices().items()
-                if self._line_of(name) == line_name}
+            devices: dict[int, SlaveDevice] = {
+                device.unit_id: device for line, device in self._modbus_devices()
+                if line == line_name}
             if not devices:
                 continue  # nothing to simulate on it
             paced = self.settings.paced(line_name) if pace is None else pace
@@ -124,17 +135,21 @@ class SimStation:
                 SimulatedAnemometer(name, met, weather, rng) if isinstance(met, ModbusMetConfig)
                 else NmeaMet(name, stream_port(name, met), weather, rng))
 
-    def _modbus_devices(self) -> dict[str, ModbusDevice]:
-        anemometers = {name: device for name, device in self._met.items()
-                       if isinstance(device, SimulatedAnemometer)}
-        return {**self._devices, **anemometers}
+    def _modbus_devices(self) -> list[tuple[str, SlaveDevice]]:
+        """(line, device) for every Modbus slave: MFCs, anemometers, relay modules."""
+        found: list[tuple[str, SlaveDevice]] = [
+            (self.config.mfcs[name].line, device) for name, device in self._devices.items()]
+        for name, device in self._met.items():
+            met = self.config.met[name]
+            if isinstance(device, SimulatedAnemometer) and isinstance(met, ModbusMetConfig):
+                found.append((met.line, device))
+        found += [(line, relay) for (line, _), relay in self._relays.items()]
+        return found
 
-    def _line_of(self, name: str) -> str:
-        if name in self.config.mfcs:
-            return self.config.mfcs[name].line
-        met = self.config.met[name]
-        assert isinstance(met, ModbusMetConfig)
-        return met.line
+    def valve_open(self, name: str) -> bool:
+        """Whether the relay coil of a configured valve is on (valve open)."""
+        valve = self.config.valves[name]
+        return self._relays[(valve.line, valve.unit_id)].is_open(valve.coil)
 
     def _talkers(self) -> dict[str, StreamDevice]:
         talkers: dict[str, StreamDevice] = dict(self._gnss)
@@ -165,9 +180,11 @@ class SimStation:
     def describe(self) -> list[str]:
         """One line per served device: name, what it is, where to reach it."""
         modbus = [
-            f"{name} profile={device.profile.name} unit={device.unit_id} "
-            f"line={self._line_of(name)} at={self.config.lines[self._line_of(name)].endpoint}"
-            for name, device in self._modbus_devices().items()
+            f"{device.name} "
+            + (f"profile={device.profile.name}" if isinstance(device, ModbusDevice)
+               else f"relay coils={len(device.coils)}"  # type: ignore[attr-defined]
+               ) + f" unit={device.unit_id} line={line} at={self.config.lines[line].endpoint}"
+            for line, device in self._modbus_devices()
         ]
         return modbus + [f"{name} {talker.describe()}" for name, talker in self._talkers().items()]
 

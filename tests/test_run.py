@@ -21,8 +21,13 @@ from acquisition.sequence import SequenceSpec, conversion_for, plan_sequence
 from simulators.station import SimStation
 
 POINTS = """
+[valves.V1]
+line = "bus0"
+unit_id = 9
+coil = 2
 [release_points.P1]
 mfcs = ["alicat", "over_tcp"]
+valve = "V1"
 latitude = 34.75
 longitude = 113.63
 max_rate = 0.5
@@ -113,17 +118,20 @@ async def test_pause_resume_skip_abort(config: StationConfig, sim: SimStation,
     scheduler = daemon.scheduler
     await scheduler.start(plan)
     await wait_for_state(scheduler, State.HOLDING)
-    assert sim.device("alicat").setpoint > 0
+    assert sim.device("alicat").setpoint > 0 and sim.valve_open("V1")
     scheduler.pause("test")
     await wait_for_state(scheduler, State.PAUSED)
     assert sim.device("alicat").setpoint == 0.0  # paused = no gas
+    assert not sim.valve_open("V1")
     scheduler.resume()
     await wait_for_state(scheduler, State.HOLDING)
     assert sim.device("alicat").setpoint > 0
+    assert sim.valve_open("V1")
     scheduler.skip("test")
     await wait_for_step(scheduler, 2)
     await wait_for_state(scheduler, State.HOLDING)
     assert sim.device("alicat").setpoint == 0.0 and sim.device("bronkhorst").setpoint > 0
+    assert not sim.valve_open("V1")  # P2 has no valve of its own: P1's is shut
     scheduler.abort("test over")
     assert await scheduler.wait() is State.ABORTED
     assert all(sim.device(name).setpoint == 0.0 for name in config.mfcs)
@@ -201,6 +209,7 @@ async def test_kill_9_mid_run_then_restart_zeroes_first_and_keeps_the_record(
         runner.kill()  # SIGKILL: no cleanup of any kind
         await runner.wait()
     assert sim.device("alicat").setpoint > 0  # gas still flowing, as after a real crash
+    assert sim.valve_open("V1")
     before = rows(config, "SELECT run_id, t_ns, channel_id, value FROM samples "
                           "WHERE run_id IS NOT NULL ORDER BY rowid")
     steps_before = rows(config, "SELECT * FROM steps")
@@ -211,8 +220,8 @@ async def test_kill_9_mid_run_then_restart_zeroes_first_and_keeps_the_record(
         sys.executable, "-m", "acquisition.cli", "daemon", "--config", station,
         stderr=asyncio.subprocess.DEVNULL)
     try:
-        while sim.device("alicat").setpoint != 0.0:
-            assert time.monotonic() - started < 5, "not zeroed after a restart"
+        while sim.device("alicat").setpoint != 0.0 or sim.valve_open("V1"):
+            assert time.monotonic() - started < 5, "not made safe after a restart"
             await asyncio.sleep(0.005)
         zeroed_after = time.monotonic() - started
         for _ in range(250):
@@ -280,3 +289,20 @@ action = "pause"
     detail = json.loads(tripped[0][0])
     assert detail["interlock"] == "supply_pressure" and detail["action"] == "pause"
     assert "alicat.pressure = 14.7, below the floor of 20.0" in detail["reason"]
+
+
+async def test_valve_opens_only_for_a_release_and_closes_at_every_end(
+    config: StationConfig, sim: SimStation, daemon: Daemon
+) -> None:
+    scheduler = daemon.scheduler
+    await scheduler.start(plan_of(config, [{"point": "P1", "rate": 0},
+                                           {"point": "P1", "rate": 0.1, "hold_s": 30}]))
+    await wait_for_state(scheduler, State.HOLDING)
+    assert scheduler.progress is not None and scheduler.progress.step.index == 0
+    assert not sim.valve_open("V1")  # a blank releases nothing
+    await wait_for_step(scheduler, 2)
+    await wait_for_state(scheduler, State.HOLDING)
+    assert sim.valve_open("V1")
+    await scheduler.estop("test")
+    assert not sim.valve_open("V1") and sim.device("alicat").setpoint == 0.0
+    assert await scheduler.wait() is State.ABORTED
