@@ -1,0 +1,191 @@
+"""GNSS receivers, weather stations and release points in the running daemon, against the
+simulators: surveys, clock offset, wind, and the GNSS-fix and wind interlocks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from acquisition.config import StationConfig
+from acquisition.daemon import Daemon
+from acquisition.positions import horizontal_distance_m
+from acquisition.run_state import State
+from simulators.station import SimStation
+from tests.test_run import plan_of, wait_for_state
+
+LAT, LON = 34.752057, 113.629433
+
+
+def site_toml(tmp_path: Path, *, clock_offset_s: float = 0.0, wind: float = 3.0,
+              safety: str = "") -> str:
+    return f"""
+[gnss.rx1]
+port = "{tmp_path / 'dev' / 'gnss1'}"
+[met.ws1]
+port = "{tmp_path / 'dev' / 'met1'}"
+[met.anemo]
+protocol = "modbus"
+line = "bus0"
+unit_id = 11
+[release_points.P1]
+mfcs = ["alicat"]
+survey = {{ receiver = "rx1", min_quality = "rtk_fixed", window_s = 30, min_fixes = 5 }}
+[release_points.P2]
+mfcs = ["bronkhorst"]
+latitude = {LAT + 0.0002}
+longitude = {LON}
+[clock]
+max_offset_s = 0.5
+[safety]
+resume_after_s = 1.0
+{safety}
+[sim.gnss.rx1]
+latitude = {LAT}
+longitude = {LON}
+altitude_m = 101.5
+rate_hz = 5
+clock_offset_s = {clock_offset_s}
+[sim.met.ws1]
+wind_speed_m_s = {wind}
+gust_m_s = 0.1
+rate_hz = 5
+[sim.met.anemo]
+wind_speed_m_s = {wind}
+gust_m_s = 0.1
+"""
+
+
+@pytest.fixture
+def site_config(make_config: Callable[..., StationConfig], tmp_path: Path,
+                request: pytest.FixtureRequest) -> StationConfig:
+    options = getattr(request, "param", {})
+    return make_config(extra=site_toml(tmp_path, **options))
+
+
+@pytest.fixture
+async def site(site_config: StationConfig) -> AsyncIterator[tuple[SimStation, Daemon]]:
+    async with SimStation(site_config) as sim:
+        daemon = Daemon(site_config)
+        stop = asyncio.Event()
+        task = asyncio.create_task(daemon.run(stop))
+        await daemon.ready.wait()
+        yield sim, daemon
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+def rows(config: StationConfig, sql: str, *params: object) -> list[tuple]:
+    with sqlite3.connect(config.storage.path) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+async def wait_for(condition: Callable[[], object], seconds: float = 10) -> None:
+    for _ in range(int(seconds / 0.05)):
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+async def test_survey_position_is_recorded_and_attached_to_runs_and_steps(
+    site_config: StationConfig, site: tuple[SimStation, Daemon]
+) -> None:
+    _sim, daemon = site
+    await wait_for(lambda: "P1" in daemon.site.position_ids)
+    position = daemon.site.position("P1")
+    assert position is not None and position.n_fixes >= 5
+    assert horizontal_distance_m(position.latitude, position.longitude, LAT, LON) < 0.05
+    assert 0 < position.horizontal_spread_m < 0.1  # RTK fixed noise: centimetres
+    await daemon.scheduler.start(plan_of(site_config, [{"point": "P1", "rate": 0.05},
+                                                       {"point": "P2", "rate": 0.2}]))
+    assert await asyncio.wait_for(daemon.scheduler.wait(), 30) is State.COMPLETED
+    stored = rows(site_config, "SELECT s.release_point, p.source, p.n_fixes, p.h_spread_m "
+                               "FROM steps s JOIN point_positions p ON p.id = s.position_id "
+                               "ORDER BY s.idx")
+    assert stored[0][:2] == ("P1", "gnss:rx1") and stored[0][2] >= 5
+    assert stored[1][:3] == ("P2", "surveyed", 0)
+    positions = json.loads(rows(site_config, "SELECT positions_json FROM runs")[0][0])
+    assert positions["P1"]["source"] == "gnss:rx1"
+    assert positions["P2"]["latitude"] == pytest.approx(LAT + 0.0002)
+
+
+async def test_gnss_met_and_anemometer_samples_are_recorded(
+    site_config: StationConfig, site: tuple[SimStation, Daemon]
+) -> None:
+    await asyncio.sleep(2.5)
+    channels = {(device, channel): (n, mean) for device, channel, n, mean in rows(
+        site_config, "SELECT device, channel, count(*), avg(value) FROM samples_v "
+                     "WHERE quality = 'ok' GROUP BY device, channel")}
+    for channel in ("lat", "lon", "alt", "fix_quality", "sats", "hdop", "sigma_lat",
+                    "clock_offset", "receiver_utc"):
+        assert ("rx1", channel) in channels, channel
+    assert channels[("rx1", "fix_quality")][1] == 4.0
+    assert channels[("rx1", "lat")][1] == pytest.approx(LAT, abs=1e-6)
+    assert abs(channels[("rx1", "clock_offset")][1]) < 0.5
+    assert channels[("ws1", "wind_speed")][1] == pytest.approx(3.0, abs=0.5)
+    assert ("ws1", "air_temperature") in channels and ("ws1", "air_pressure") in channels
+    assert channels[("anemo", "wind_speed")][1] == pytest.approx(3.0, abs=0.5)
+
+
+@pytest.mark.parametrize("site_config", [{"clock_offset_s": 2.0}], indirect=True)
+async def test_clock_offset_beyond_the_limit_raises_a_warning_and_is_on_the_run(
+    site_config: StationConfig, site: tuple[SimStation, Daemon]
+) -> None:
+    _sim, daemon = site
+    await wait_for(lambda: rows(site_config, "SELECT 1 FROM events "
+                                             "WHERE kind = 'clock.offset_exceeded'"))
+    detail = json.loads(rows(site_config, "SELECT detail FROM events "
+                                          "WHERE kind = 'clock.offset_exceeded'")[0][0])
+    assert detail["offset_s"] == pytest.approx(2.0, abs=0.3)
+    await daemon.scheduler.start(plan_of(site_config, [{"point": "P2", "rate": 0.1}]))
+    await daemon.scheduler.wait()
+    assert rows(site_config, "SELECT clock_offset_s FROM runs")[0][0] == pytest.approx(
+        2.0, abs=0.3)
+
+
+async def test_gnss_fix_lost_pauses_and_the_run_resumes_when_it_is_back(
+    site_config: StationConfig, site: tuple[SimStation, Daemon]
+) -> None:
+    sim, daemon = site
+    await wait_for(lambda: "P1" in daemon.site.position_ids)
+    scheduler = daemon.scheduler
+    await scheduler.start(plan_of(site_config, [{"point": "P1", "rate": 0.05, "hold_s": 30}]))
+    await wait_for_state(scheduler, State.HOLDING)
+    sim.gnss("rx1").set_quality("rtk_float")  # below the survey's rtk_fixed
+    await wait_for_state(scheduler, State.PAUSED)
+    assert sim.device("alicat").setpoint == 0.0
+    sim.gnss("rx1").set_quality("rtk_fixed")
+    await wait_for_state(scheduler, State.HOLDING)  # resumed by itself once clear for 1 s
+    scheduler.abort("test over")
+    await scheduler.wait()
+    kinds = [kind for (kind,) in rows(site_config, "SELECT kind FROM events WHERE kind LIKE "
+                                                   "'interlock%' ORDER BY id")]
+    assert kinds == ["interlock", "interlock.cleared"]
+    reason = json.loads(rows(site_config, "SELECT detail FROM events "
+                                          "WHERE kind = 'interlock'")[0][0])["reason"]
+    assert "fix quality rtk_float, below rtk_fixed" in reason
+
+
+@pytest.mark.parametrize("site_config", [{"safety": """[safety.wind]
+device = "ws1"
+channel = "wind_speed"
+min = 0.5
+max = 8.0
+action = "abort"
+"""}], indirect=True)
+async def test_wind_out_of_range_aborts(
+    site_config: StationConfig, site: tuple[SimStation, Daemon]
+) -> None:
+    sim, daemon = site
+    scheduler = daemon.scheduler
+    await scheduler.start(plan_of(site_config, [{"point": "P2", "rate": 0.2, "hold_s": 30}]))
+    await wait_for_state(scheduler, State.HOLDING)
+    sim.met("ws1").wind.speed_m_s = 12.0  # type: ignore[union-attr]
+    assert await asyncio.wait_for(scheduler.wait(), 10) is State.ABORTED
+    assert "above the ceiling of 8.0" in (scheduler.reason or "")
+    assert sim.device("bronkhorst").setpoint == 0.0
