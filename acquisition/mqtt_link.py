@@ -37,8 +37,9 @@ log = structlog.get_logger(__name__)
 TELEMETRY_MAX_AGE_S = 10.0  # after an outage, older telemetry is not worth sending
 STATE_REFRESH_S = 10.0  # republish an unchanged state this often
 STOP_CHECK_S = 0.5  # every loop looks at `stopping` at least this often
+# What would reveal a blind run's rate: targets, truths, and which MFC (its range) is used.
 BLIND_KEYS = {"setpoint", "target", "target_kg_h", "truth_kg_h", "u_expanded_kg_h",
-              "truth_so_far_kg_h"}
+              "truth_so_far_kg_h", "mfc", "unit"}
 
 
 class MqttLink:

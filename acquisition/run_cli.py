@@ -31,8 +31,9 @@ def progress_line(view: dict[str, Any]) -> str:
              if view.get("truth_so_far_kg_h") is not None else "")
     target = view.get("target") or "(blind)"
     minutes, seconds = divmod(int(view.get("eta_s") or 0), 60)
+    mfc = f"[{view['mfc']}]  " if view.get("mfc") else ""
     return (f"step {view['step']}/{view['steps']}  {view['point']}  {target}  "
-            f"[{view['mfc']}]  {view['state']}{hold}{truth}  ETA {minutes:02d}:{seconds:02d}")
+            f"{mfc}{view['state']}{hold}{truth}  ETA {minutes:02d}:{seconds:02d}")
 
 
 def summary(daemon: Daemon, out: TextIO) -> None:

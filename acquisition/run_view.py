@@ -29,7 +29,7 @@ def run_view(scheduler: Scheduler, public: bool = False) -> dict[str, Any]:
             "step": step.index + 1, "point": step.point, "release_active": not step.blank,
             "target_kg_h": None if hide else step.target_kg_h,
             "target": None if hide else f"{step.target_value:g} {step.target_unit}",
-            "mfc": progress.assignment.mfc,
+            "mfc": None if hide else progress.assignment.mfc,
             "phase_elapsed_s": round(now - progress.phase_started_mono, 1),
             "hold_elapsed_s": (round(now - progress.hold_started_mono, 1)
                                if progress.hold_started_mono else None),

@@ -392,10 +392,11 @@ async def test_blind_run_hides_rates_until_it_ends(
     await truth.close()
     during = [s for s in states if s.get("step") and s["state"] != "completed"]
     assert during and all(s["target_kg_h"] is None and s["truth_so_far_kg_h"] is None
-                          for s in during)
+                          and s["mfc"] is None for s in during)
     assert any(s.get("release_active") for s in during)
     text = json.dumps([m for m in public.received if m["kind"] != "run.unblinded"])
     assert "0.07" not in text and "0.12" not in text and "truth_kg_h" not in text
+    assert '"mfc"' not in text
     unblinded = [m for m in public.received if m["kind"] == "run.unblinded"]
     assert len(unblinded) == 1 and len(unblinded[0]["detail"]["steps"]) == 2
     assert sorted(m["detail"]["target_kg_h"] for m in truth.received) == [0.07, 0.12]
@@ -439,3 +440,24 @@ async def test_crf_ctl_through_the_secured_broker(
         finally:
             stop.set()
             await task
+
+
+async def test_crf_ctl_watch_follows_the_live_state(station: Station, tmp_path: Any) -> None:
+    import sys
+
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "acquisition.cli", "ctl", "--config",
+        str(tmp_path / "station.toml"), "watch", stdout=asyncio.subprocess.PIPE)
+    try:
+        assert process.stdout is not None
+        async with asyncio.timeout(10):
+            first = (await process.stdout.readline()).decode()
+            await station.send("release", {"point": "P2", "rate": 0.2, "duration_s": 3})
+            while "step 1/1  P2  0.2 kg/h" not in (line := (await process.stdout.readline())
+                                                    .decode()):
+                pass
+    finally:
+        process.terminate()
+        await process.wait()
+    assert first.strip() in ("station test: online", "[--------------------] run None idle")
+    assert line.startswith("[--------------------] step 1/1  P2  0.2 kg/h  [bronkhorst]")
