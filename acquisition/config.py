@@ -160,15 +160,20 @@ def _cross_check(config: StationConfig) -> list[tuple[str, str]]:
     return problems
 
 
+def read_toml(path: Path, missing: str = "file not found") -> dict[str, Any]:
+    """A TOML file's tables; ConfigError (naming the file) if absent or not TOML."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(path, [("", missing)]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, [("", f"not valid TOML: {exc}")]) from None
+
+
 def load_config(path: str | Path) -> StationConfig:
     """Read and validate a station file; raise ConfigError naming every problem found."""
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(path, [("", "file not found")]) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(path, [("", f"not valid TOML: {exc}")]) from None
+    raw = read_toml(path)
     try:
         config = StationConfig.model_validate(raw)
     except ValidationError as exc:

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import random
-import tomllib
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from acquisition.config import ConfigError, StationConfig, pydantic_problems
+from acquisition.config import ConfigError, StationConfig, pydantic_problems, read_toml
 from acquisition.gas import RATE_UNITS, FlowConversion, to_kg_h
 
 
@@ -174,14 +173,9 @@ def load_sequence(name_or_path: str, config: StationConfig, seed: int | None = N
     path = Path(name_or_path)
     if path.suffix != ".toml":
         path = config.sequences_dir / f"{name_or_path}.toml"
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        known = sorted(p.stem for p in config.sequences_dir.glob("*.toml"))
-        raise ConfigError(path, [("", f"no such sequence (in {config.sequences_dir}: "
-                                  f"{', '.join(known) or 'none'})")]) from None
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(path, [("", f"not valid TOML: {error}")]) from None
+    known = sorted(p.stem for p in config.sequences_dir.glob("*.toml"))
+    raw = read_toml(path, missing=f"no such sequence (in {config.sequences_dir}: "
+                                  f"{', '.join(known) or 'none'})")
     try:
         spec = SequenceSpec.model_validate(raw)
     except ValidationError as error:

@@ -160,11 +160,6 @@ def _device_problems(config: StationConfig, settings: SimSettings) -> list[tuple
         if modbus and "rate_hz" in sim.model_fields_set:
             problems.append((f"sim.met.{name}.rate_hz", "a Modbus anemometer answers when "
                              "polled: rate_hz applies only to protocol 'nmea'"))
-    mfc_at = {(mfc.line, mfc.unit_id): name for name, mfc in config.mfcs.items()}
-    for name, met in config.met.items():
-        if isinstance(met, ModbusMetConfig) and (met.line, met.unit_id) in mfc_at:
-            problems.append((f"met.{name}.unit_id", f"unit id {met.unit_id} is already used by "
-                             f"mfcs.{mfc_at[met.line, met.unit_id]} on line '{met.line}'"))
     return problems
 
 

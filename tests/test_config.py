@@ -90,6 +90,26 @@ def test_bad_config_names_key_and_expectation(
     assert any(k == key and words in message for k, message in problems), problems
 
 
+def test_unit_ids_clash_across_mfcs_sensors_and_relays(tmp_path: Path) -> None:
+    problems = problems_of(tmp_path, GOOD + """
+[met.anemo]
+protocol = "modbus"
+line = "bus0"
+unit_id = 1
+[valves.V1]
+line = "bus0"
+unit_id = 1
+coil = 0
+[valves.V2]
+line = "bus0"
+unit_id = 1
+coil = 1
+""")
+    assert ("met.anemo.unit_id", "unit id 1 is already used by mfcs.a on line 'bus0'") in problems
+    assert ("valves.V2.unit_id", "unit id 1 is already used by mfcs.a on line 'bus0'") in problems
+    assert len(problems) == 2  # two valves on one relay module are fine
+
+
 def test_gcf_mode_needs_a_factor(tmp_path: Path) -> None:
     problems = problems_of(tmp_path, GOOD.replace('profile = "alicat"',
                                                   'profile = "alicat"\ngas_mode = "gcf"'))
