@@ -129,16 +129,22 @@ class Daemon:
             await self._shutdown(tasks)
 
     async def _wait(self, stop: asyncio.Event, tasks: list[asyncio.Task[None]]) -> None:
-        """Return when asked to stop; re-raise if a task died (a bug), so we shut down."""
+        """Return when asked to stop; re-raise if a task died (a bug), so we shut down.
+        Only a capture file's reader may end by itself: the file was read to its end."""
+        finite = {f"read:{name}" for name, reader in self.site.readers.items()
+                  if reader.settings.transport == "file"}
         stopper = asyncio.create_task(stop.wait(), name="stop")
+        waiting = {stopper, *tasks}
         try:
-            done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            while not stopper.done():
+                done, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                for task in done - {stopper}:
+                    task.result()  # raises the task's exception
+                    if task.get_name() not in finite:
+                        raise RuntimeError(f"task {task.get_name()} ended unexpectedly")
+                    log.info("capture file read to its end", reader=task.get_name())
         finally:
             stopper.cancel()
-        for task in done:
-            if task is not stopper:
-                task.result()  # raises the task's exception
-                raise RuntimeError(f"task {task.get_name()} ended unexpectedly")
 
     async def _drive_safe(self, why: str) -> dict[str, str | None]:
         """Zero every MFC and close every valve; log the outcome per device."""

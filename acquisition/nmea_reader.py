@@ -59,6 +59,7 @@ class NmeaReader:
                     break
                 self.feed(chunk)
                 await asyncio.sleep(0)  # a fast file replay must not starve the loop
+            self.decoder.flush()  # only a file ends: count a last line cut short
         finally:
             await chunks.aclose()
 

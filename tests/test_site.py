@@ -189,3 +189,55 @@ async def test_wind_out_of_range_aborts(
     assert await asyncio.wait_for(scheduler.wait(), 10) is State.ABORTED
     assert "above the ceiling of 8.0" in (scheduler.reason or "")
     assert sim.device("bronkhorst").setpoint == 0.0
+
+
+async def test_nmea_over_tcp_from_a_file_and_after_an_unplug(
+    make_config: Callable[..., StationConfig], tmp_path: Path
+) -> None:
+    from tests.stations import free_port
+
+    capture = Path(__file__).parent / "data" / "captures" / "globalsat-bu353s4.nmea"
+    config = make_config(extra=f"""
+[gnss.rx_tcp]
+transport = "tcp"
+host = "127.0.0.1"
+tcp_port = {free_port()}
+reconnect_min_s = 0.1
+reconnect_max_s = 0.2
+[gnss.rx_pty]
+port = "{tmp_path / 'dev' / 'gnss'}"
+reconnect_min_s = 0.1
+reconnect_max_s = 0.2
+[gnss.rx_file]
+transport = "file"
+path = "{capture}"
+[sim.gnss.rx_tcp]
+latitude = {LAT}
+longitude = {LON}
+rate_hz = 5
+[sim.gnss.rx_pty]
+latitude = {LAT}
+longitude = {LON}
+rate_hz = 5
+corrupt_fraction = 0.2
+junk = true
+""")
+    async with SimStation(config) as sim:
+        daemon = Daemon(config)
+        stop = asyncio.Event()
+        task = asyncio.create_task(daemon.run(stop))
+        await daemon.ready.wait()
+        await asyncio.sleep(1.5)
+        await sim.gnss("rx_pty").unplug(1.0)
+        unplugged_at = rows(config, "SELECT max(t_ns) FROM samples_v WHERE device = 'rx_pty'")
+        await asyncio.sleep(2.0)
+        stats = daemon.site.gnss["rx_pty"].stats
+        stop.set()
+        await task
+    counts = dict(rows(config, "SELECT device, count(*) FROM samples_v WHERE channel = 'lat' "
+                               "AND quality = 'ok' GROUP BY device"))
+    assert counts["rx_tcp"] >= 10 and counts["rx_file"] == 10  # the capture's 10 fixes
+    after = rows(config, "SELECT count(*) FROM samples_v WHERE device = 'rx_pty' AND t_ns > ?",
+                 unplugged_at[0][0])
+    assert after[0][0] > 0, "no GNSS samples after the receiver came back"
+    assert stats["bad_checksum"] > 0 and stats["junk_bytes"] > 0 and stats["sentences"] > 20
