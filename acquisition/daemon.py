@@ -101,6 +101,7 @@ class Daemon:
                 log.warning("run interrupted by a crash", run_id=run_id)
                 await self.event("run.state", {"state": "interrupted"}, run_id)
             self.commands.remember(await self.store.recent_command_ids())
+            await self.site.record_positions()  # surveyed points are known from the start
             period = 1.0 / self.config.acquisition.sample_rate_hz
             zero_timeout = self.config.acquisition.zero_timeout_s
             for name, mfc in self.devices.mfcs.items():

@@ -69,9 +69,13 @@ class Site:
         while True:
             if self.clock is not None:
                 await self.clock.check()
-            for point in self.config.release_points:
-                await self._record_position_if_due(point)
+            await self.record_positions()
             await asyncio.sleep(WATCH_PERIOD_S)
+
+    async def record_positions(self) -> None:
+        """Store every point's position that is new or due (surveyed ones: at once)."""
+        for point in self.config.release_points:
+            await self._record_position_if_due(point)
 
     async def _record_position_if_due(self, point: str) -> None:
         config = self.config.release_points[point]

@@ -51,9 +51,10 @@ def _no_gpsd_left_behind() -> Iterator[None]:
 
 
 @asynccontextmanager
-async def gpsd_watching(device: str, workdir: Path) -> AsyncIterator[asyncio.StreamReader]:
-    """gpsd on `device`, and a client socket that has asked for JSON reports."""
-    port = free_port()
+async def gpsd_watching(device: str, workdir: Path, port: int | None = None
+                        ) -> AsyncIterator[asyncio.StreamReader]:
+    """gpsd on `device` (listening on `port`), and a client socket asking for JSON."""
+    port = port or free_port()
     process = await asyncio.create_subprocess_exec(
         GPSD or "gpsd", "-N", "-n", "-b", "-s", "115200", "-S", str(port),
         "-F", str(workdir / "gpsd.sock"), device,
@@ -144,3 +145,18 @@ async def test_gpsd_follows_the_fix_quality(tmp_path: Path) -> None:
     for quality, status in GPSD_STATUS.items():
         assert seen[quality] == {(3, status, True)}, (quality, seen)
     assert seen["none"] == {(1, None, False)}
+
+
+@pytest.mark.skipif(shutil.which("gpspipe") is None, reason="gpspipe (gpsd-clients) missing")
+async def test_gpspipe_sees_the_simulated_position(tmp_path: Path) -> None:
+    port = free_port()
+    async with station(tmp_path), gpsd_watching(str(tmp_path / "dev" / "rx"), tmp_path, port):
+        process = await asyncio.create_subprocess_exec(
+            "gpspipe", "-w", "-n", "40", f"127.0.0.1:{port}", stdout=asyncio.subprocess.PIPE)
+        output, _ = await asyncio.wait_for(process.communicate(), 15)
+    reports = [json.loads(line) for line in output.decode().splitlines() if line.startswith("{")]
+    tpv = [r for r in reports if r["class"] == "TPV" and "lat" in r]
+    assert tpv, "gpspipe printed no position"
+    assert {(r["mode"], r.get("status")) for r in tpv} == {(3, 3)}
+    assert tpv[-1]["lat"] == pytest.approx(TRUE.latitude, abs=1e-6)  # 11 cm: 7 sigma of RTK
+    assert tpv[-1]["lon"] == pytest.approx(TRUE.longitude, abs=1e-6)

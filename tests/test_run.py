@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import sqlite3
 import sys
 import time
@@ -306,3 +307,54 @@ async def test_valve_opens_only_for_a_release_and_closes_at_every_end(
     await scheduler.estop("test")
     assert not sim.valve_open("V1") and sim.device("alicat").setpoint == 0.0
     assert await scheduler.wait() is State.ABORTED
+
+
+@pytest.mark.parametrize(("on_timeout", "final"), [("skip", State.COMPLETED),
+                                                   ("abort", State.ABORTED)])
+async def test_settle_timeout_skips_or_aborts(
+    make_config: Callable[..., StationConfig], on_timeout: str, final: State
+) -> None:
+    config = make_config(extra=POINTS + "[sim.mfcs.bronkhorst]\ntime_constant_s = 60\n")
+    async with SimStation(config) as sim:
+        daemon = Daemon(config)
+        stop = asyncio.Event()
+        task = asyncio.create_task(daemon.run(stop))
+        await daemon.ready.wait()
+        await daemon.scheduler.start(plan_of(config, [
+            {"point": "P2", "rate": 0.3, "settle_timeout_s": 1.0,
+             "on_settle_timeout": on_timeout},
+            {"point": "P1", "rate": 0.05}]))
+        assert await asyncio.wait_for(daemon.scheduler.wait(), 20) is final
+        assert sim.device("bronkhorst").setpoint == 0.0
+        stop.set()
+        await task
+    steps = rows(config, "SELECT idx, stable, qc_flags, truth_mean FROM steps ORDER BY idx")
+    if on_timeout == "skip":
+        assert steps[0] == (0, 0, "settle_timeout", None) and steps[1][1] == 1
+    else:
+        assert len(steps) == 1
+        assert "did not settle within 1.0 s" in (daemon.scheduler.reason or "")
+
+
+async def test_ctrl_c_aborts_a_local_run_safely(config: StationConfig, sim: SimStation,
+                                                tmp_path: Path) -> None:
+    sequences = tmp_path / "sequences"
+    sequences.mkdir()
+    (sequences / "long.toml").write_text(
+        'name = "long"\n[defaults]\nsettle_window_s = 0.5\nhold_s = 60\n'
+        '[[steps]]\npoint = "P1"\nrate = 0.1\n')
+    runner = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "acquisition.cli", "run", "--config",
+        str(tmp_path / "station.toml"), "--sequence", "long",
+        stderr=asyncio.subprocess.PIPE)
+    for _ in range(500):
+        await asyncio.sleep(0.02)
+        if sim.device("alicat").setpoint > 0 and sim.valve_open("V1"):
+            break
+    runner.send_signal(signal.SIGINT)
+    _, err = await asyncio.wait_for(runner.communicate(), 20)
+    assert runner.returncode == 1
+    assert sim.device("alicat").setpoint == 0.0 and not sim.valve_open("V1")
+    assert "aborted (operator interrupt (Ctrl-C))" in err.decode()
+    assert rows(config, "SELECT status, reason FROM runs") == [
+        ("aborted", "operator interrupt (Ctrl-C)")]
