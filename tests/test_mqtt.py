@@ -461,3 +461,41 @@ async def test_crf_ctl_watch_follows_the_live_state(station: Station, tmp_path: 
         await process.wait()
     assert first.strip() in ("station test: online", "[--------------------] run None idle")
     assert line.startswith("[--------------------] step 1/1  P2  0.2 kg/h  [bronkhorst]")
+
+
+async def test_daemon_over_tls_with_the_broker_checked_against_a_ca(
+    make_config: Callable[..., StationConfig], tmp_path: Any
+) -> None:
+    from tests.test_broker import _self_signed
+
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    _self_signed(certs, "127.0.0.1")
+
+    class TlsBroker(Broker):
+        def config_text(self) -> str:
+            return (f"listener {self.port} {self.host}\ncafile {certs}/ca.crt\n"
+                    f"certfile {certs}/server.crt\nkeyfile {certs}/server.key\n"
+                    "allow_anonymous true\npersistence false\n" + self.runtime_config())
+
+    with TlsBroker(tmp_path / "tls-broker") as broker:
+        config = make_config(extra=POINTS + f"""
+[mqtt]
+url = "mqtts://127.0.0.1:{broker.port}"
+[mqtt.tls]
+ca = "{certs}/ca.crt"
+""")
+        daemon = Daemon(config)
+        stop = asyncio.Event()
+        task = asyncio.create_task(daemon.run(stop))
+        try:
+            tls = aiomqtt.TLSParameters(ca_certs=str(certs / "ca.crt"))
+            async with aiomqtt.Client("127.0.0.1", broker.port, tls_params=tls) as client:
+                await client.subscribe("crf/test/status", qos=1)
+                async with asyncio.timeout(10):
+                    async for message in client.messages:
+                        if json.loads(message.payload)["state"] == "online":  # type: ignore[arg-type]
+                            break
+        finally:
+            stop.set()
+            await task
