@@ -1,9 +1,16 @@
-"""Station configs for tests: every line on a private pty path or a free TCP port."""
+"""Station configs for tests (every line on a private pty path or a free TCP port), and a
+daemon running in the test's own event loop."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+
+from acquisition.config import StationConfig
+from acquisition.daemon import Daemon
 
 
 def free_port() -> int:
@@ -79,3 +86,17 @@ seed = 7
 {extra}
 """)
     return path
+
+
+@asynccontextmanager
+async def running_daemon(config: StationConfig) -> AsyncIterator[Daemon]:
+    """A daemon in this process, yielded once ready; stopped at the end as SIGTERM would."""
+    daemon = Daemon(config)
+    stop = asyncio.Event()
+    task = asyncio.create_task(daemon.run(stop), name="daemon-under-test")
+    try:
+        await asyncio.wait_for(daemon.ready.wait(), 10)
+        yield daemon
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)

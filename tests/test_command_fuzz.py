@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -14,9 +13,9 @@ from hypothesis import strategies as st
 
 from acquisition.commands import ACTIONS, CommandProcessor
 from acquisition.config import StationConfig
-from acquisition.daemon import Daemon
 from acquisition.run_state import State
 from simulators.station import SimStation
+from tests.stations import running_daemon
 from tests.test_run import POINTS
 
 json_values = st.recursive(
@@ -48,13 +47,8 @@ def config(make_config: Callable[..., StationConfig]) -> StationConfig:
 
 @pytest.fixture
 async def processor(config: StationConfig, sim: SimStation) -> AsyncIterator[CommandProcessor]:
-    daemon = Daemon(config)
-    stop = asyncio.Event()
-    task = asyncio.create_task(daemon.run(stop))
-    await daemon.ready.wait()
-    yield daemon.commands
-    stop.set()
-    await task
+    async with running_daemon(config) as daemon:
+        yield daemon.commands
 
 
 @settings(max_examples=300, deadline=None,

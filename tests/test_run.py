@@ -20,6 +20,7 @@ from acquisition.run_state import State
 from acquisition.scheduler import RunRejectedError, Scheduler
 from acquisition.sequence import SequenceSpec, conversion_for, plan_sequence
 from simulators.station import SimStation
+from tests.stations import running_daemon
 
 POINTS = """
 [valves.V1]
@@ -58,13 +59,8 @@ def plan_of(config: StationConfig, steps: list[dict], **spec: object):  # type: 
 
 @pytest.fixture
 async def daemon(config: StationConfig, sim: SimStation) -> AsyncIterator[Daemon]:
-    running = Daemon(config)
-    stop = asyncio.Event()
-    task = asyncio.create_task(running.run(stop))
-    await asyncio.wait_for(running.ready.wait(), 10)
-    yield running
-    stop.set()
-    await asyncio.wait_for(task, 30)
+    async with running_daemon(config) as running:
+        yield running
 
 
 def rows(config: StationConfig, sql: str, *params: object) -> list[tuple]:
@@ -144,11 +140,7 @@ async def test_interlock_comm_loss_aborts_and_zeroes(
     make_config: Callable[..., StationConfig], tmp_path: Path
 ) -> None:
     config = make_config(extra=POINTS + "[safety.comm_loss]\nafter_s = 0.8\naction = 'abort'")
-    async with SimStation(config) as sim:
-        daemon = Daemon(config)
-        stop = asyncio.Event()
-        task = asyncio.create_task(daemon.run(stop))
-        await daemon.ready.wait()
+    async with SimStation(config) as sim, running_daemon(config) as daemon:
         await daemon.scheduler.start(plan_of(config, [{"point": "P2", "rate": 0.3,
                                                         "hold_s": 30}]))
         await wait_for_state(daemon.scheduler, State.HOLDING)
@@ -163,8 +155,6 @@ async def test_interlock_comm_loss_aborts_and_zeroes(
             await asyncio.sleep(0.1)
         else:
             pytest.fail("the unreachable MFC was not zeroed when it came back")
-        stop.set()
-        await task
     assert rows(config, "SELECT kind FROM events WHERE kind = 'interlock'")
 
 
@@ -274,18 +264,12 @@ channel = "pressure"
 min = 20.0
 action = "pause"
 """)  # the simulated line is at about 14.7 psia: below the 20 psia floor
-    async with SimStation(config) as sim:
-        daemon = Daemon(config)
-        stop = asyncio.Event()
-        task = asyncio.create_task(daemon.run(stop))
-        await daemon.ready.wait()
+    async with SimStation(config) as sim, running_daemon(config) as daemon:
         await daemon.scheduler.start(plan_of(config, [{"point": "P1", "rate": 0.1}]))
         await wait_for_state(daemon.scheduler, State.PAUSED)
         assert sim.device("alicat").setpoint == 0.0
         daemon.scheduler.abort("test over")
         assert await daemon.scheduler.wait() is State.ABORTED
-        stop.set()
-        await task
     tripped = rows(config, "SELECT detail FROM events WHERE kind = 'interlock'")
     detail = json.loads(tripped[0][0])
     assert detail["interlock"] == "supply_pressure" and detail["action"] == "pause"
@@ -315,19 +299,13 @@ async def test_settle_timeout_skips_or_aborts(
     make_config: Callable[..., StationConfig], on_timeout: str, final: State
 ) -> None:
     config = make_config(extra=POINTS + "[sim.mfcs.bronkhorst]\ntime_constant_s = 60\n")
-    async with SimStation(config) as sim:
-        daemon = Daemon(config)
-        stop = asyncio.Event()
-        task = asyncio.create_task(daemon.run(stop))
-        await daemon.ready.wait()
+    async with SimStation(config) as sim, running_daemon(config) as daemon:
         await daemon.scheduler.start(plan_of(config, [
             {"point": "P2", "rate": 0.3, "settle_timeout_s": 1.0,
              "on_settle_timeout": on_timeout},
             {"point": "P1", "rate": 0.05}]))
         assert await asyncio.wait_for(daemon.scheduler.wait(), 20) is final
         assert sim.device("bronkhorst").setpoint == 0.0
-        stop.set()
-        await task
     steps = rows(config, "SELECT idx, stable, qc_flags, truth_mean FROM steps ORDER BY idx")
     if on_timeout == "skip":
         assert steps[0] == (0, 0, "settle_timeout", None) and steps[1][1] == 1

@@ -16,6 +16,7 @@ from acquisition.daemon import Daemon
 from acquisition.positions import horizontal_distance_m
 from acquisition.run_state import State
 from simulators.station import SimStation
+from tests.stations import running_daemon
 from tests.test_run import plan_of, wait_for_state
 
 LAT, LON = 34.752057, 113.629433
@@ -69,14 +70,8 @@ def site_config(make_config: Callable[..., StationConfig], tmp_path: Path,
 
 @pytest.fixture
 async def site(site_config: StationConfig) -> AsyncIterator[tuple[SimStation, Daemon]]:
-    async with SimStation(site_config) as sim:
-        daemon = Daemon(site_config)
-        stop = asyncio.Event()
-        task = asyncio.create_task(daemon.run(stop))
-        await daemon.ready.wait()
+    async with SimStation(site_config) as sim, running_daemon(site_config) as daemon:
         yield sim, daemon
-        stop.set()
-        await asyncio.wait_for(task, 30)
 
 
 def rows(config: StationConfig, sql: str, *params: object) -> list[tuple]:
