@@ -37,8 +37,17 @@ class SampleCache:
                 self.history.setdefault(key, deque(maxlen=HISTORY)).append(sample)
 
     def since(self, device: str, channel: str, mono_ns: int) -> list[Sample]:
-        """Samples of a channel stamped at or after `mono_ns` (history channels only)."""
-        return [s for s in self.history.get((device, channel), ()) if s.mono_ns >= mono_ns]
+        """Samples of a channel stamped at or after `mono_ns` (history channels only).
+
+        Walks back from the newest only as far as needed: the scheduler asks ten times a
+        second, and the history holds hours."""
+        recent: list[Sample] = []
+        for sample in reversed(self.history.get((device, channel), ())):
+            if sample.mono_ns < mono_ns:
+                break
+            recent.append(sample)
+        recent.reverse()
+        return recent
 
     def good_age_s(self, device: str, channel: str) -> float | None:
         """Seconds since the last good reading; None if there never was one."""

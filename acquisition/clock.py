@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import statistics
 from collections import deque
-from collections.abc import Awaitable, Callable
-from typing import Any
 
+from acquisition.events import EventSink
 from drivers.gnss import GnssInterpreter
 
-EventSink = Callable[[str, dict[str, Any]], Awaitable[object]]
 WINDOW = 5
 
 

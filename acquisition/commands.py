@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,11 +19,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from acquisition.config import ConfigError, StationConfig, pydantic_problems
+from acquisition.events import EventSink
 from acquisition.scheduler import RunRejectedError, Scheduler
 from acquisition.sequence import Plan, SequenceSpec, load_sequence, plan_sequence
 
 RECENT_IDS = 10_000
-EventSink = Callable[[str, dict[str, Any], str | None], Awaitable[object]]
 
 
 class CommandError(Exception):

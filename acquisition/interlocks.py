@@ -12,14 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 import structlog
 
 from acquisition.cache import SampleCache
 from acquisition.config import StationConfig
 from acquisition.config_tables import ThresholdInterlock
+from acquisition.events import EventSink
 from acquisition.run_state import State
 from acquisition.scheduler import RunRejectedError, Scheduler
 from acquisition.site import Site
@@ -28,12 +27,11 @@ from drivers.gnss import at_least
 log = structlog.get_logger(__name__)
 GAS_COMMANDED = {State.SETTLING, State.HOLDING}
 
-RunEventSink = Callable[[str, dict[str, Any], str | None], Awaitable[object]]
 
 
 class Interlocks:
     def __init__(self, config: StationConfig, cache: SampleCache, site: Site,
-                 scheduler: Scheduler, emit: RunEventSink) -> None:
+                 scheduler: Scheduler, emit: EventSink) -> None:
         self.config = config
         self.cache = cache
         self.site = site

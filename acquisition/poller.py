@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import structlog
 
 from acquisition.bus import SampleBus
+from acquisition.events import EventSink
 from drivers.mfc import ModbusDevice
 from drivers.sample import Quality, Sample
 
 log = structlog.get_logger(__name__)
 
-EventSink = Callable[[str, dict[str, Any]], Awaitable[object]]
 MakeSafe = Callable[[], Awaitable[str | None]]  # None when confirmed, else why not
 
 

@@ -11,12 +11,14 @@ import argparse
 import asyncio
 import signal
 import sys
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from acquisition.config import ConfigError, StationConfig
-from acquisition.daemon import Daemon
 from acquisition.run_state import State
 from acquisition.sequence import Plan, load_sequence
+
+if TYPE_CHECKING:  # the daemon is imported when a run starts: `crf ctl` stays light
+    from acquisition.daemon import Daemon
 
 REFRESH_S = 1.0
 
@@ -72,6 +74,8 @@ async def _show_progress(daemon: Daemon, out: TextIO) -> None:
 
 async def run_sequence(config: StationConfig, plan: Plan, operator: str | None,
                        dut: str | None, out: TextIO = sys.stderr) -> State:
+    from acquisition.daemon import Daemon
+
     daemon = Daemon(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ import structlog
 from acquisition.cache import SampleCache
 from acquisition.config import StationConfig
 from acquisition.devices import StationDevices
+from acquisition.events import EventSink
 from acquisition.ranging import Assignment, choose_mfc
 from acquisition.recorder import Recorder
 from acquisition.run_records import run_row, step_row
@@ -44,7 +45,6 @@ from drivers.valve import ShutoffValve
 
 log = structlog.get_logger(__name__)
 
-RunEventSink = Callable[[str, dict[str, Any], str | None], Awaitable[object]]
 TICK_S = 0.1
 SETTLE_FLOOR_FS = 0.005  # tolerance never below 0.5 % of full scale (noise at low flow)
 
@@ -82,7 +82,7 @@ class StationContext:
     cache: SampleCache
     site: Site
     recorder: Recorder
-    emit: RunEventSink
+    emit: EventSink
     # Called with each device whose safe state could not be confirmed, so that its
     # poller keeps trying to zero it as soon as it answers again.
     on_unconfirmed: Callable[[str], None]

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 import structlog
 
@@ -18,6 +16,7 @@ from acquisition.bus import SampleBus
 from acquisition.clock import ClockMonitor
 from acquisition.config import StationConfig
 from acquisition.config_tables import NmeaMetConfig
+from acquisition.events import EventSink
 from acquisition.nmea_reader import NmeaReader, gnss_reader, met_reader
 from acquisition.positions import PointPosition, ReleasePoints
 from acquisition.store import Store
@@ -25,7 +24,6 @@ from drivers.gnss import GnssInterpreter
 
 log = structlog.get_logger(__name__)
 
-EventSink = Callable[[str, dict[str, Any]], Awaitable[object]]
 WATCH_PERIOD_S = 1.0
 
 

@@ -23,6 +23,8 @@ from typing import Any
 import aiomqtt
 import pytest
 
+from tests.stations import free_port
+
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
 ACL_TEMPLATE = Path(__file__).resolve().parents[1] / "systemd" / "mosquitto" / "crf.acl.template"
@@ -37,12 +39,6 @@ DEFAULT_USERS: dict[str, str] = {
 MONITOR = ("monitor", "monitor-secret")
 MONITOR_ACL = "\n# Test only (tests/broker.py): a superuser.\nuser monitor\ntopic readwrite #\n"
 READY_TIMEOUT_S = 5.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class BrokerError(RuntimeError):

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from acquisition.config import StationConfig
 from acquisition.daemon import Daemon
@@ -86,6 +88,12 @@ seed = 7
 {extra}
 """)
     return path
+
+
+def store_rows(config: StationConfig, sql: str, *params: object) -> list[tuple[Any, ...]]:
+    """Query the station's run store the way an engineer would, with sqlite3."""
+    with sqlite3.connect(config.storage.path) as conn:
+        return conn.execute(sql, params).fetchall()
 
 
 @asynccontextmanager

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -21,6 +20,7 @@ from acquisition.daemon import Daemon
 from acquisition.run_state import State
 from simulators.station import SimStation
 from tests.broker import Broker
+from tests.stations import store_rows
 from tests.test_run import POINTS, plan_of, wait_for_state
 
 FAST = ('{"settle_window_s": 0.3, "settle_timeout_s": 5, "hold_s": 0.6}')
@@ -105,10 +105,6 @@ async def station(config: StationConfig, sim: SimStation, broker: Broker
         finally:
             await running.close()
 
-
-def store_rows(config: StationConfig, sql: str, *params: object) -> list[tuple]:
-    with sqlite3.connect(config.storage.path) as conn:
-        return conn.execute(sql, params).fetchall()
 
 
 def no_gas(sim: SimStation) -> bool:

@@ -20,7 +20,7 @@ from acquisition.run_state import State
 from acquisition.scheduler import RunRejectedError, Scheduler
 from acquisition.sequence import SequenceSpec, conversion_for, plan_sequence
 from simulators.station import SimStation
-from tests.stations import running_daemon
+from tests.stations import running_daemon, store_rows
 
 POINTS = """
 [valves.V1]
@@ -63,10 +63,6 @@ async def daemon(config: StationConfig, sim: SimStation) -> AsyncIterator[Daemon
         yield running
 
 
-def rows(config: StationConfig, sql: str, *params: object) -> list[tuple]:
-    with sqlite3.connect(config.storage.path) as conn:
-        return conn.execute(sql, params).fetchall()
-
 
 async def test_sequence_completes_and_truth_agrees_with_the_simulator(
     config: StationConfig, sim: SimStation, daemon: Daemon
@@ -80,7 +76,7 @@ async def test_sequence_completes_and_truth_agrees_with_the_simulator(
     run_id = await daemon.scheduler.start(plan, operator="tester", dut="sim DUT")
     assert await asyncio.wait_for(daemon.scheduler.wait(), 60) is State.COMPLETED
     assert all(sim.device(name).setpoint == 0.0 for name in config.mfcs)  # left safe
-    steps = rows(config, "SELECT idx, mfcs_json, truth_mean, u_expanded, budget_json, stable,"
+    steps = store_rows(config, "SELECT idx, mfcs_json, truth_mean, u_expanded, budget_json, stable,"
                          " qc_flags FROM steps WHERE run_id = ? ORDER BY idx", run_id)
     assert len(steps) == 4
     for idx, mfcs_json, mean, expanded, budget_json, stable, _flags in steps:
@@ -96,12 +92,13 @@ async def test_sequence_completes_and_truth_agrees_with_the_simulator(
     assert [json.loads(s[1])["mfc"] for s in steps] == ["alicat", "alicat", "over_tcp",
                                                          "bronkhorst"]
     assert steps[1][2] == pytest.approx(0.1, rel=0.02)  # 100 g/h
-    run = rows(config, "SELECT status, operator, dut, sequence_hash, positions_json FROM runs")
+    run = store_rows(config,
+                     "SELECT status, operator, dut, sequence_hash, positions_json FROM runs")
     assert run[0][:3] == ("completed", "tester", "sim DUT")
     assert json.loads(run[0][4])["P1"]["source"] == "surveyed"
-    in_run = rows(config, "SELECT count(*) FROM samples WHERE run_id = ?", run_id)[0][0]
+    in_run = store_rows(config, "SELECT count(*) FROM samples WHERE run_id = ?", run_id)[0][0]
     assert in_run > 50
-    states = [json.loads(d)["state"] for (d,) in rows(
+    states = [json.loads(d)["state"] for (d,) in store_rows(
         config, "SELECT detail FROM events WHERE run_id = ? AND kind = 'run.state'", run_id)]
     assert states[:4] == ["idle", "arming", "settling", "holding"]
     assert states[-1] == "completed"
@@ -132,7 +129,7 @@ async def test_pause_resume_skip_abort(config: StationConfig, sim: SimStation,
     scheduler.abort("test over")
     assert await scheduler.wait() is State.ABORTED
     assert all(sim.device(name).setpoint == 0.0 for name in config.mfcs)
-    flags = rows(config, "SELECT idx, qc_flags FROM steps ORDER BY idx")
+    flags = store_rows(config, "SELECT idx, qc_flags FROM steps ORDER BY idx")
     assert flags[0] == (0, "skipped")
 
 
@@ -155,7 +152,7 @@ async def test_interlock_comm_loss_aborts_and_zeroes(
             await asyncio.sleep(0.1)
         else:
             pytest.fail("the unreachable MFC was not zeroed when it came back")
-    assert rows(config, "SELECT kind FROM events WHERE kind = 'interlock'")
+    assert store_rows(config, "SELECT kind FROM events WHERE kind = 'interlock'")
 
 
 async def wait_for_state(scheduler: Scheduler, state: State) -> None:
@@ -190,7 +187,7 @@ async def test_kill_9_mid_run_then_restart_zeroes_first_and_keeps_the_record(
         for _ in range(500):
             await asyncio.sleep(0.02)
             with contextlib.suppress(sqlite3.OperationalError):
-                if rows(config, "SELECT 1 FROM events WHERE kind = 'run.state' "
+                if store_rows(config, "SELECT 1 FROM events WHERE kind = 'run.state' "
                                 "AND detail LIKE '%holding%'"):
                     break
         else:
@@ -201,9 +198,9 @@ async def test_kill_9_mid_run_then_restart_zeroes_first_and_keeps_the_record(
         await runner.wait()
     assert sim.device("alicat").setpoint > 0  # gas still flowing, as after a real crash
     assert sim.valve_open("V1")
-    before = rows(config, "SELECT run_id, t_ns, channel_id, value FROM samples "
+    before = store_rows(config, "SELECT run_id, t_ns, channel_id, value FROM samples "
                           "WHERE run_id IS NOT NULL ORDER BY rowid")
-    steps_before = rows(config, "SELECT * FROM steps")
+    steps_before = store_rows(config, "SELECT * FROM steps")
     assert len(before) > 20 and len(steps_before) == 1
 
     started = time.monotonic()
@@ -217,7 +214,7 @@ async def test_kill_9_mid_run_then_restart_zeroes_first_and_keeps_the_record(
         zeroed_after = time.monotonic() - started
         for _ in range(250):
             await asyncio.sleep(0.02)
-            if rows(config, "SELECT status FROM runs") == [("interrupted",)]:
+            if store_rows(config, "SELECT status FROM runs") == [("interrupted",)]:
                 break
         else:
             raise AssertionError("the open run was not marked interrupted")
@@ -225,12 +222,12 @@ async def test_kill_9_mid_run_then_restart_zeroes_first_and_keeps_the_record(
         daemon.terminate()
         await daemon.wait()
     assert zeroed_after < 1.0, f"zeroed {zeroed_after:.2f} s after start-up"
-    assert rows(config, "PRAGMA integrity_check") == [("ok",)]
-    after = rows(config, "SELECT run_id, t_ns, channel_id, value FROM samples "
+    assert store_rows(config, "PRAGMA integrity_check") == [("ok",)]
+    after = store_rows(config, "SELECT run_id, t_ns, channel_id, value FROM samples "
                          "WHERE run_id IS NOT NULL ORDER BY rowid")
     assert after[: len(before)] == before  # every committed sample intact
-    assert rows(config, "SELECT * FROM steps") == steps_before
-    reason = rows(config, "SELECT reason FROM runs")[0][0]
+    assert store_rows(config, "SELECT * FROM steps") == steps_before
+    reason = store_rows(config, "SELECT reason FROM runs")[0][0]
     assert "crash" in reason
 
 
@@ -251,7 +248,7 @@ async def test_manual_release_ends_by_itself_and_respects_limits(
     assert sim.device("alicat").setpoint == 0.0
     truth = scheduler.results[0]
     assert truth is not None and truth.mean_kg_h == pytest.approx(0.1, rel=0.03)
-    assert rows(config, "SELECT sequence_name, operator FROM runs") == [("manual", "ops")]
+    assert store_rows(config, "SELECT sequence_name, operator FROM runs") == [("manual", "ops")]
 
 
 async def test_supply_pressure_interlock_pauses_with_its_reason(
@@ -270,7 +267,7 @@ action = "pause"
         assert sim.device("alicat").setpoint == 0.0
         daemon.scheduler.abort("test over")
         assert await daemon.scheduler.wait() is State.ABORTED
-    tripped = rows(config, "SELECT detail FROM events WHERE kind = 'interlock'")
+    tripped = store_rows(config, "SELECT detail FROM events WHERE kind = 'interlock'")
     detail = json.loads(tripped[0][0])
     assert detail["interlock"] == "supply_pressure" and detail["action"] == "pause"
     assert "alicat.pressure = 14.7, below the floor of 20.0" in detail["reason"]
@@ -306,7 +303,7 @@ async def test_settle_timeout_skips_or_aborts(
             {"point": "P1", "rate": 0.05}]))
         assert await asyncio.wait_for(daemon.scheduler.wait(), 20) is final
         assert sim.device("bronkhorst").setpoint == 0.0
-    steps = rows(config, "SELECT idx, stable, qc_flags, truth_mean FROM steps ORDER BY idx")
+    steps = store_rows(config, "SELECT idx, stable, qc_flags, truth_mean FROM steps ORDER BY idx")
     if on_timeout == "skip":
         assert steps[0] == (0, 0, "settle_timeout", None) and steps[1][1] == 1
     else:
@@ -334,5 +331,5 @@ async def test_ctrl_c_aborts_a_local_run_safely(config: StationConfig, sim: SimS
     assert runner.returncode == 1
     assert sim.device("alicat").setpoint == 0.0 and not sim.valve_open("V1")
     assert "aborted (operator interrupt (Ctrl-C))" in err.decode()
-    assert rows(config, "SELECT status, reason FROM runs") == [
+    assert store_rows(config, "SELECT status, reason FROM runs") == [
         ("aborted", "operator interrupt (Ctrl-C)")]

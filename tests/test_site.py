@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from acquisition.daemon import Daemon
 from acquisition.positions import horizontal_distance_m
 from acquisition.run_state import State
 from simulators.station import SimStation
-from tests.stations import running_daemon
+from tests.stations import running_daemon, store_rows
 from tests.test_run import plan_of, wait_for_state
 
 LAT, LON = 34.752057, 113.629433
@@ -74,10 +73,6 @@ async def site(site_config: StationConfig) -> AsyncIterator[tuple[SimStation, Da
         yield sim, daemon
 
 
-def rows(config: StationConfig, sql: str, *params: object) -> list[tuple]:
-    with sqlite3.connect(config.storage.path) as conn:
-        return conn.execute(sql, params).fetchall()
-
 
 async def wait_for(condition: Callable[[], object], seconds: float = 10) -> None:
     for _ in range(int(seconds / 0.05)):
@@ -99,12 +94,12 @@ async def test_survey_position_is_recorded_and_attached_to_runs_and_steps(
     await daemon.scheduler.start(plan_of(site_config, [{"point": "P1", "rate": 0.05},
                                                        {"point": "P2", "rate": 0.2}]))
     assert await asyncio.wait_for(daemon.scheduler.wait(), 30) is State.COMPLETED
-    stored = rows(site_config, "SELECT s.release_point, p.source, p.n_fixes, p.h_spread_m "
+    stored = store_rows(site_config, "SELECT s.release_point, p.source, p.n_fixes, p.h_spread_m "
                                "FROM steps s JOIN point_positions p ON p.id = s.position_id "
                                "ORDER BY s.idx")
     assert stored[0][:2] == ("P1", "gnss:rx1") and stored[0][2] >= 5
     assert stored[1][:3] == ("P2", "surveyed", 0)
-    positions = json.loads(rows(site_config, "SELECT positions_json FROM runs")[0][0])
+    positions = json.loads(store_rows(site_config, "SELECT positions_json FROM runs")[0][0])
     assert positions["P1"]["source"] == "gnss:rx1"
     assert positions["P2"]["latitude"] == pytest.approx(LAT + 0.0002)
 
@@ -113,7 +108,7 @@ async def test_gnss_met_and_anemometer_samples_are_recorded(
     site_config: StationConfig, site: tuple[SimStation, Daemon]
 ) -> None:
     await asyncio.sleep(2.5)
-    channels = {(device, channel): (n, mean) for device, channel, n, mean in rows(
+    channels = {(device, channel): (n, mean) for device, channel, n, mean in store_rows(
         site_config, "SELECT device, channel, count(*), avg(value) FROM samples_v "
                      "WHERE quality = 'ok' GROUP BY device, channel")}
     for channel in ("lat", "lon", "alt", "fix_quality", "sats", "hdop", "sigma_lat",
@@ -132,14 +127,14 @@ async def test_clock_offset_beyond_the_limit_raises_a_warning_and_is_on_the_run(
     site_config: StationConfig, site: tuple[SimStation, Daemon]
 ) -> None:
     _sim, daemon = site
-    await wait_for(lambda: rows(site_config, "SELECT 1 FROM events "
+    await wait_for(lambda: store_rows(site_config, "SELECT 1 FROM events "
                                              "WHERE kind = 'clock.offset_exceeded'"))
-    detail = json.loads(rows(site_config, "SELECT detail FROM events "
+    detail = json.loads(store_rows(site_config, "SELECT detail FROM events "
                                           "WHERE kind = 'clock.offset_exceeded'")[0][0])
     assert detail["offset_s"] == pytest.approx(2.0, abs=0.3)
     await daemon.scheduler.start(plan_of(site_config, [{"point": "P2", "rate": 0.1}]))
     await daemon.scheduler.wait()
-    assert rows(site_config, "SELECT clock_offset_s FROM runs")[0][0] == pytest.approx(
+    assert store_rows(site_config, "SELECT clock_offset_s FROM runs")[0][0] == pytest.approx(
         2.0, abs=0.3)
 
 
@@ -158,10 +153,10 @@ async def test_gnss_fix_lost_pauses_and_the_run_resumes_when_it_is_back(
     await wait_for_state(scheduler, State.HOLDING)  # resumed by itself once clear for 1 s
     scheduler.abort("test over")
     await scheduler.wait()
-    kinds = [kind for (kind,) in rows(site_config, "SELECT kind FROM events WHERE kind LIKE "
+    kinds = [kind for (kind,) in store_rows(site_config, "SELECT kind FROM events WHERE kind LIKE "
                                                    "'interlock%' ORDER BY id")]
     assert kinds == ["interlock", "interlock.cleared"]
-    reason = json.loads(rows(site_config, "SELECT detail FROM events "
+    reason = json.loads(store_rows(site_config, "SELECT detail FROM events "
                                           "WHERE kind = 'interlock'")[0][0])["reason"]
     assert "fix quality rtk_float, below rtk_fixed" in reason
 
@@ -224,15 +219,15 @@ junk = true
         await daemon.ready.wait()
         await asyncio.sleep(1.5)
         await sim.gnss("rx_pty").unplug(1.0)
-        unplugged_at = rows(config, "SELECT max(t_ns) FROM samples_v WHERE device = 'rx_pty'")
+        unplugged_at = store_rows(config, "SELECT max(t_ns) FROM samples_v WHERE device = 'rx_pty'")
         await asyncio.sleep(2.0)
         stats = daemon.site.gnss["rx_pty"].stats
         stop.set()
         await task
-    counts = dict(rows(config, "SELECT device, count(*) FROM samples_v WHERE channel = 'lat' "
+    counts = dict(store_rows(config, "SELECT device, count(*) FROM samples_v WHERE channel = 'lat' "
                                "AND quality = 'ok' GROUP BY device"))
     assert counts["rx_tcp"] >= 10 and counts["rx_file"] == 10  # the capture's 10 fixes
-    after = rows(config, "SELECT count(*) FROM samples_v WHERE device = 'rx_pty' AND t_ns > ?",
-                 unplugged_at[0][0])
+    after = store_rows(config, "SELECT count(*) FROM samples_v "
+                               "WHERE device = 'rx_pty' AND t_ns > ?", unplugged_at[0][0])
     assert after[0][0] > 0, "no GNSS samples after the receiver came back"
     assert stats["bad_checksum"] > 0 and stats["junk_bytes"] > 0 and stats["sentences"] > 20
