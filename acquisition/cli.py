@@ -12,10 +12,10 @@ from pathlib import Path
 
 from acquisition import __version__, ctl, run_cli
 from acquisition.config import ConfigError, StationConfig, load_config
+from acquisition.exit_codes import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, report_unsafe
 from acquisition.logs import configure_logging
 
 PLUGIN_GROUP = "crf.commands"
-EXIT_CONFIG = 2
 
 
 def load_or_report(path: str) -> StationConfig | None:
@@ -51,10 +51,16 @@ def stop_on_signals(duration: float | None = None) -> asyncio.Event:
     return stop
 
 
-async def _run_daemon(config: StationConfig, duration: float | None) -> None:
+async def _run_daemon(config: StationConfig, duration: float | None) -> int:
     from acquisition.daemon import Daemon  # imported late: check-config stays light
 
-    await Daemon(config).run(stop_on_signals(duration))
+    daemon = Daemon(config)
+    await daemon.run(stop_on_signals(duration))
+    if daemon.store_failure is not None:
+        print(f"crf daemon: {daemon.store_failure}", file=sys.stderr)
+    if unconfirmed := daemon.keeper.unconfirmed():
+        return report_unsafe(unconfirmed, config.safety.safe_wait_s, sys.stderr)
+    return EXIT_OK if daemon.store_failure is None else EXIT_FAILED
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
@@ -65,11 +71,10 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     from acquisition.store import StoreError
 
     try:
-        asyncio.run(_run_daemon(config, args.duration))
-    except StoreError as error:
+        return asyncio.run(_run_daemon(config, args.duration))
+    except StoreError as error:  # the store could not be opened
         print(f"crf daemon: {error}", file=sys.stderr)
-        return 1
-    return 0
+        return EXIT_FAILED
 
 
 def cmd_gnss_decode(args: argparse.Namespace) -> int:

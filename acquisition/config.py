@@ -32,9 +32,9 @@ from drivers.modbus_line import LineSettings
 
 
 class StationConfig(BaseModel):
-    """A whole station file. Unknown keys anywhere are errors."""
+    """A whole station file. Unknown keys and numbers that are not finite are errors."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     station: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     storage: StorageConfig
@@ -65,12 +65,24 @@ class ConfigError(Exception):
         super().__init__("\n".join(lines))
 
 
+# pydantic puts the tag of a tagged union in an error's path: a met table's protocol is
+# no key of the file, so `met.ws.nmea.baudrate` is shown as `met.ws.baudrate`.
+UNION_TAGS = {"met": {"nmea", "modbus"}}
+
+
+def _key_parts(loc: tuple[int | str, ...]) -> list[str]:
+    parts = [str(part) for part in loc]
+    if len(parts) > 2 and parts[2] in UNION_TAGS.get(parts[0], set()):
+        del parts[2]
+    return parts
+
+
 def pydantic_problems(error: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
     """(key path, message) pairs from a pydantic error, worded for people editing TOML."""
     problems = []
     for item in error.errors():
-        key = ".".join([prefix, *(str(part) for part in item["loc"])] if prefix
-                       else [str(part) for part in item["loc"]])
+        parts = _key_parts(item["loc"])
+        key = ".".join([prefix, *parts] if prefix else parts)
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown key (check spelling; see config/station.example.toml)"
@@ -182,7 +194,8 @@ def load_config(path: str | Path) -> StationConfig:
     if problems:
         raise ConfigError(path, problems)
     return config.model_copy(update={
-        "storage": StorageConfig(path=_beside(path, config.storage.path)),
+        "storage": config.storage.model_copy(update={
+            "path": _beside(path, config.storage.path)}),
         "sequences_dir": _beside(path, config.sequences_dir),
     })
 

@@ -26,13 +26,17 @@ from drivers.stream import StreamSettings
 
 
 class Strict(BaseModel):
-    """Base for config tables: an unknown key is an error (a typo must not be ignored)."""
+    """Base for config tables and sequences: an unknown key is an error (a typo must not
+    be ignored), and every number is finite (TOML's `inf` would pass `gt=0` and arm an
+    MFC far beyond its full scale)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class StorageConfig(Strict):
     path: Path = Field(description="SQLite run store; relative paths are from the config file")
+    max_size_mb: int | None = Field(
+        None, ge=1, description="cap on the store's database file, in MiB; no key: no cap")
 
 
 class AcquisitionConfig(Strict):
@@ -233,6 +237,12 @@ class SafetyConfig(Strict):
                     "0: only an operator resumes")
     position_wait_s: float = Field(
         120.0, ge=0, le=3600, description="wait this long for a GNSS-surveyed point's position")
+    safe_retry_s: float = Field(
+        0.5, gt=0, le=60, description="retry a device not confirmed safe this often")
+    safe_wait_s: float = Field(
+        120.0, ge=0, le=3600,
+        description="`crf run` and a stopping daemon keep retrying devices not confirmed "
+                    "safe this long before they give up with an error")
 
 
 class MqttTls(Strict):

@@ -21,11 +21,10 @@ from typing import Any
 import aiomqtt
 
 from acquisition.config import StationConfig
+from acquisition.exit_codes import EXIT_CONFIG, EXIT_FAILED, EXIT_NO_REPLY
 from acquisition.mqtt_client import Topics, make_client
 from acquisition.run_cli import progress_line
 
-EXIT_ERROR_REPLY = 1
-EXIT_NO_REPLY = 3
 BAR_WIDTH = 20
 
 
@@ -67,7 +66,7 @@ async def send(config: StationConfig, args: argparse.Namespace) -> int:
         return 0
     error = reply["error"]
     print(f"refused ({error['code']}): {error['message']}", file=sys.stderr)
-    return EXIT_ERROR_REPLY
+    return EXIT_FAILED
 
 
 def bar(view: dict[str, Any]) -> str:
@@ -98,10 +97,10 @@ def cmd_ctl(args: argparse.Namespace) -> int:
 
     config = load_or_report(args.config)
     if config is None:
-        return 2
+        return EXIT_CONFIG
     if config.mqtt is None:
         print(f"{args.config}: no [mqtt] table: this station has no broker", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
     job = watch if args.action == "watch" else send
     try:
         with contextlib.suppress(KeyboardInterrupt):

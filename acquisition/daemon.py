@@ -25,10 +25,10 @@ from acquisition.interlocks import Interlocks
 from acquisition.mqtt_link import MqttLink
 from acquisition.poller import DevicePoller
 from acquisition.recorder import Recorder
-from acquisition.safety import make_all_safe, zero_one
-from acquisition.scheduler import Scheduler, StationContext
+from acquisition.safe_state import SafeStateKeeper
+from acquisition.scheduler import RunRejectedError, Scheduler, StationContext
 from acquisition.site import Site
-from acquisition.store import Store
+from acquisition.store import Store, StoreError
 
 log = structlog.get_logger(__name__)
 RUN_CLOSE_TIMEOUT_S = 20.0  # for an active run to make its devices safe and close
@@ -52,7 +52,7 @@ class Daemon:
 
     def __init__(self, config: StationConfig) -> None:
         self.config = config
-        self.store = Store(config.storage.path)
+        self.store = Store(config.storage.path, config.storage.max_size_mb)
         self.bus = SampleBus()
         self.devices: StationDevices = build_devices(config)
         self.recorder = Recorder(
@@ -61,9 +61,11 @@ class Daemon:
         self.pollers: dict[str, DevicePoller] = {}
         self.site = Site(config, self.bus, self.store, self.event)
         self.cache = SampleCache(self.bus.subscribe("cache"), history_channels={"flow"})
+        self.keeper = SafeStateKeeper(config.acquisition.zero_timeout_s,
+                                      config.safety.safe_retry_s, self.event)
         self.scheduler = Scheduler(StationContext(config, self.store, self.devices, self.cache,
                                                   self.site, self.recorder, self.event,
-                                                  self._unconfirmed))
+                                                  self.keeper))
         self.interlocks = Interlocks(config, self.cache, self.site, self.scheduler, self.event)
         self.commands = CommandProcessor(
             config, self.scheduler, self.event,
@@ -72,20 +74,33 @@ class Daemon:
         self.link = (MqttLink(config, self.store, self.bus, self.scheduler, self.commands)
                      if config.mqtt else None)
         self.ready = asyncio.Event()  # set once devices are safe and acquisition runs
-
-    def _unconfirmed(self, device: str) -> None:
-        if device in self.pollers and self.pollers[device].make_safe is not None:
-            self.pollers[device].safe_confirmed = False
+        self.store_failure: StoreError | None = None  # the store cannot record: stop
+        self._store_failed = asyncio.Event()
 
     async def event(self, kind: str, detail: dict[str, Any], run_id: str | None = None) -> None:
-        """Record an event; run events also go to MQTT through the outbox."""
+        """Record an event; run events also go to MQTT through the outbox.
+
+        A store that cannot record (full disk) stops the daemon, safely, instead of
+        raising into whichever component had something to say."""
+        if self.store_failure is not None:
+            return
         t_ns = time.time_ns()
-        await self.store.add_event(kind, detail, run_id, t_ns)
-        if self.link is not None:
-            await self.link.forward_event(kind, detail, run_id, t_ns)
+        try:
+            await self.store.add_event(kind, detail, run_id, t_ns)
+            if self.link is not None:
+                await self.link.forward_event(kind, detail, run_id, t_ns)
+        except StoreError as error:
+            self._fail_store(error)
+
+    def _fail_store(self, error: StoreError) -> None:
+        if self.store_failure is None:
+            self.store_failure = error
+            log.error("the run store cannot record: stopping", error=str(error))
+            self._store_failed.set()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Run until `stop` is set; always leaves every MFC commanded to zero."""
+        """Run until `stop` is set or the store fails (`store_failure` says so); always
+        leaves every device driven safe, and retried up to `safety.safe_wait_s`."""
         tasks: list[asyncio.Task[None]] = []
         try:
             # Safety before anything else, the store included: after a crash gas may
@@ -103,14 +118,8 @@ class Daemon:
             self.commands.remember(await self.store.recent_command_ids())
             await self.site.record_positions()  # surveyed points are known from the start
             period = 1.0 / self.config.acquisition.sample_rate_hz
-            zero_timeout = self.config.acquisition.zero_timeout_s
-            for name, mfc in self.devices.mfcs.items():
-                self.pollers[name] = DevicePoller(
-                    mfc, self.bus, period, self.event,
-                    make_safe=lambda mfc=mfc: zero_one(mfc, zero_timeout),
-                    safe_confirmed=confirmed[name] is None)
-            for name, sensor in self.devices.sensors.items():
-                self.pollers[name] = DevicePoller(sensor, self.bus, period, self.event)
+            for name, device in [*self.devices.mfcs.items(), *self.devices.sensors.items()]:
+                self.pollers[name] = DevicePoller(device, self.bus, period, self.event)
             tasks += [asyncio.create_task(poller.run(), name=f"poll:{name}")
                       for name, poller in self.pollers.items()]
             tasks += [asyncio.create_task(reader.run(), name=f"read:{name}")
@@ -118,6 +127,7 @@ class Daemon:
             tasks.append(asyncio.create_task(self.site.run_watch(), name="site"))
             tasks.append(asyncio.create_task(self.cache.run(), name="cache"))
             tasks.append(asyncio.create_task(self.interlocks.run(), name="interlocks"))
+            tasks.append(asyncio.create_task(self.keeper.run(), name="safe-state"))
             tasks.append(asyncio.create_task(self.recorder.run(), name="recorder"))
             if self.link is not None:
                 tasks.append(asyncio.create_task(self.link.run(), name="mqtt"))
@@ -135,29 +145,30 @@ class Daemon:
         finite = {f"read:{name}" for name, reader in self.site.readers.items()
                   if reader.settings.transport == "file"}
         stopper = asyncio.create_task(stop.wait(), name="stop")
-        waiting = {stopper, *tasks}
+        store_failed = asyncio.create_task(self._store_failed.wait(), name="store failed")
+        waiting = {stopper, store_failed, *tasks}
         try:
-            while not stopper.done():
+            while not (stopper.done() or store_failed.done()):
                 done, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-                for task in done - {stopper}:
-                    task.result()  # raises the task's exception
+                for task in done - {stopper, store_failed}:
+                    if isinstance(task.exception(), StoreError):
+                        self._fail_store(task.exception())  # type: ignore[arg-type]
+                        return
+                    task.result()  # raises the task's exception: a bug
                     if task.get_name() not in finite:
                         raise RuntimeError(f"task {task.get_name()} ended unexpectedly")
                     log.info("capture file read to its end", reader=task.get_name())
         finally:
             stopper.cancel()
+            store_failed.cancel()
 
     async def _drive_safe(self, why: str) -> dict[str, str | None]:
-        """Zero every MFC and close every valve; log the outcome per device."""
+        """Zero every MFC and close every valve; the keeper retries what it cannot confirm."""
         for line in self.devices.lines.values():
             line.retry_now()
-        results = await make_all_safe(self.devices.mfcs.values(),
-                                      self.devices.valves.values(),
-                                      self.config.acquisition.zero_timeout_s)
-        failed = {name: problem for name, problem in results.items() if problem}
-        if failed:
-            log.error("could not confirm zero flow", why=why, devices=failed)
-        else:
+        results = await self.keeper.make_safe(self.devices.mfcs.values(),
+                                              self.devices.valves.values())
+        if not any(results.values()):
             log.info("all MFCs zeroed, valves closed", why=why, devices=sorted(results))
         return results
 
@@ -169,7 +180,11 @@ class Daemon:
 
     async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
         if self.scheduler.running:  # close the run properly while the devices still poll
-            self.scheduler.abort("the daemon is stopping")
+            with contextlib.suppress(RunRejectedError):  # unless it is ending already
+                if self.store_failure is not None:
+                    self.scheduler.fail(str(self.store_failure))
+                else:
+                    self.scheduler.abort("the daemon is stopping")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.scheduler.wait(), RUN_CLOSE_TIMEOUT_S)
         for worker in [*self.pollers.values(), *self.site.readers.values(),
@@ -177,11 +192,18 @@ class Daemon:
             worker.stopping = True
         await cancel_and_wait(tasks)
         try:
-            await self._record_safe("shutdown", await self._drive_safe("shutdown"))
+            results = await self._drive_safe("shutdown")
+            if self.keeper.unconfirmed():
+                await self.keeper.wait_confirmed(self.config.safety.safe_wait_s)
+                results |= {name: self.keeper.unconfirmed().get(name) for name in results}
+            await self._record_safe("shutdown", results)
         finally:
             try:
-                if self.store.is_open:
-                    await self.recorder.flush()
+                if self.store.is_open and self.store_failure is None:
+                    try:
+                        await self.recorder.flush()
+                    except StoreError as error:
+                        self._fail_store(error)
                     await self.event("daemon.stop", {
                         "samples_recorded": self.recorder.committed,
                         "samples_dropped": self.recorder.subscription.dropped_samples,

@@ -1,14 +1,13 @@
 """Polls one Modbus device at a fixed rate, publishes its samples, tracks its health.
 
-An MFC must also be at a known-safe state: one that could not be zeroed (unreachable
-at start-up, or back after an outage) is zeroed again before anything else as soon
-as it answers. The daemon never assumes a device it has not confirmed.
+Polling only reads: driving a device that is not confirmed safe back to its safe state
+is the safe-state keeper's job (acquisition.safe_state).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from typing import Any
 
 import structlog
 
@@ -19,9 +18,6 @@ from drivers.sample import Quality, Sample
 
 log = structlog.get_logger(__name__)
 
-MakeSafe = Callable[[], Awaitable[str | None]]  # None when confirmed, else why not
-
-
 class DevicePoller:
     """Periodic polling of one device with health events (fault / recovered)."""
 
@@ -31,15 +27,11 @@ class DevicePoller:
         bus: SampleBus,
         period_s: float,
         emit: EventSink,
-        make_safe: MakeSafe | None = None,
-        safe_confirmed: bool = True,
     ) -> None:
         self.device = device
         self.bus = bus
         self.period_s = period_s
         self.emit = emit
-        self.make_safe = make_safe
-        self.safe_confirmed = safe_confirmed
         self.polls = 0
         self.stopping = False
         self._fault: Quality | None = None
@@ -50,8 +42,6 @@ class DevicePoller:
         # The flag, not only cancellation, ends the loop: Python 3.11's timeouts can
         # swallow a cancel that lands just as a device timeout fires.
         while not self.stopping:
-            if not self.safe_confirmed:
-                await self._retry_make_safe()
             samples = await self.device.poll()
             self.polls += 1
             self.bus.publish(samples)
@@ -62,12 +52,9 @@ class DevicePoller:
                 next_poll = now
             await asyncio.sleep(next_poll - now)
 
-    async def _retry_make_safe(self) -> None:
-        assert self.make_safe is not None
-        if await self.make_safe() is None:
-            self.safe_confirmed = True
-            log.info("device made safe", device=self.device.name)
-            await self.emit("safety.zeroed", {"device": self.device.name, "late": True})
+    def health(self) -> dict[str, Any]:
+        """Polls so far and the fault the device shows now (None when it answers well)."""
+        return {"polls": self.polls, "fault": self._fault.value if self._fault else None}
 
     async def _track_health(self, samples: list[Sample]) -> None:
         """Emit an event when the device's health changes kind, not on every bad poll."""

@@ -14,8 +14,10 @@ import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
 from acquisition.config import ConfigError, StationConfig
+from acquisition.exit_codes import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, report_unsafe
 from acquisition.run_state import State
 from acquisition.sequence import Plan, load_sequence
+from acquisition.store import StoreError
 
 if TYPE_CHECKING:  # the daemon is imported when a run starts: `crf ctl` stays light
     from acquisition.daemon import Daemon
@@ -25,8 +27,10 @@ REFRESH_S = 1.0
 
 def progress_line(view: dict[str, Any]) -> str:
     """One line that says where the run is, for a terminal or a log."""
+    alarm = (f"  ALARM not confirmed safe: {', '.join(view['unconfirmed'])}"
+             if view.get("unconfirmed") else "")
     if "step" not in view:
-        return f"run {view.get('run_id')} {view['state']}"
+        return f"run {view.get('run_id')} {view['state']}{alarm}"
     hold = (f" {view['hold_elapsed_s']:.0f}/{view['hold_s']:.0f} s"
             if view.get("hold_elapsed_s") is not None else "")
     truth = (f"  truth {view['truth_so_far_kg_h']:.5g} kg/h"
@@ -35,7 +39,7 @@ def progress_line(view: dict[str, Any]) -> str:
     minutes, seconds = divmod(int(view.get("eta_s") or 0), 60)
     mfc = f"[{view['mfc']}]  " if view.get("mfc") else ""
     return (f"step {view['step']}/{view['steps']}  {view['point']}  {target}  "
-            f"{mfc}{view['state']}{hold}{truth}  ETA {minutes:02d}:{seconds:02d}")
+            f"{mfc}{view['state']}{hold}{truth}  ETA {minutes:02d}:{seconds:02d}{alarm}")
 
 
 def summary(daemon: Daemon, out: TextIO) -> None:
@@ -73,7 +77,9 @@ async def _show_progress(daemon: Daemon, out: TextIO) -> None:
 
 
 async def run_sequence(config: StationConfig, plan: Plan, operator: str | None,
-                       dut: str | None, out: TextIO = sys.stderr) -> State:
+                       dut: str | None, out: TextIO = sys.stderr) -> int:
+    """Run the sequence; the exit code. The process does not end while a device the
+    run touched is not confirmed safe, up to `safety.safe_wait_s` of retrying."""
     from acquisition.daemon import Daemon
 
     daemon = Daemon(config)
@@ -98,7 +104,7 @@ async def run_sequence(config: StationConfig, plan: Plan, operator: str | None,
     if acquiring.done():
         ready.cancel()
         acquiring.result()
-        return State.FAILED
+        return EXIT_FAILED
     display = asyncio.create_task(_show_progress(daemon, out), name="progress")
     try:
         await daemon.scheduler.start(plan, operator, dut)
@@ -107,9 +113,17 @@ async def run_sequence(config: StationConfig, plan: Plan, operator: str | None,
     finally:
         display.cancel()
         stop.set()
+        if daemon.keeper.unconfirmed():
+            print(f"\nwaiting for {', '.join(daemon.keeper.unconfirmed())} to be confirmed "
+                  f"safe (retrying for up to {config.safety.safe_wait_s:g} s)",
+                  file=out, flush=True)
         await acquiring
     summary(daemon, out)
-    return daemon.scheduler.final_status or State.FAILED
+    if daemon.store_failure is not None:
+        print(f"crf run: {daemon.store_failure}", file=out)
+    if unconfirmed := daemon.keeper.unconfirmed():
+        return report_unsafe(unconfirmed, config.safety.safe_wait_s, out)
+    return EXIT_OK if daemon.scheduler.final_status is State.COMPLETED else EXIT_FAILED
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -118,15 +132,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = load_or_report(args.config)
     if config is None:
-        return 2
+        return EXIT_CONFIG
     try:
         plan = load_sequence(args.sequence, config)
     except ConfigError as error:
         print(f"sequence error:\n{error}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
     configure_logging(args.log_level)
-    status = asyncio.run(run_sequence(config, plan, args.operator, args.dut))
-    return 0 if status is State.COMPLETED else 1
+    try:
+        return asyncio.run(run_sequence(config, plan, args.operator, args.dut))
+    except StoreError as error:  # the store could not be opened
+        print(f"crf run: {error}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -16,11 +16,15 @@ def run_view(scheduler: Scheduler, public: bool = False) -> dict[str, Any]:
     """Run id, state, step k of N, target, truth so far, ETA; `public` hides the rates of
     a blind sequence until the run has ended."""
     plan, progress = scheduler.plan, scheduler.progress
-    view: dict[str, Any] = {"run_id": scheduler.run_id, "state": scheduler.state.value,
-                            "reason": scheduler.reason}
+    hide = (public and plan is not None and plan.spec.blind
+            and scheduler.state not in FINAL)
+    unconfirmed = scheduler.ctx.keeper.unconfirmed()  # the alarm: gas may be flowing
+    view: dict[str, Any] = {
+        "run_id": scheduler.run_id, "state": scheduler.state.value, "reason": scheduler.reason,
+        # which MFC would tell a blind run's range: then only how many are unconfirmed
+        "unconfirmed": len(unconfirmed) if hide else unconfirmed}
     if plan is None:
         return view
-    hide = public and plan.spec.blind and scheduler.state not in FINAL
     view |= {"sequence": plan.spec.name, "steps": len(plan.steps), "blind": plan.spec.blind,
              "completed_steps": len(scheduler.results)}
     if progress is not None:

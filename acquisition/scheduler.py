@@ -28,7 +28,7 @@ from acquisition.recorder import Recorder
 from acquisition.run_records import run_row, step_row
 from acquisition.run_state import FINAL, RELEASING, State, new_run_id
 from acquisition.run_view import run_view
-from acquisition.safety import make_all_safe
+from acquisition.safe_state import SafeStateKeeper
 from acquisition.sequence import (
     Plan,
     PlannedStep,
@@ -38,7 +38,7 @@ from acquisition.sequence import (
     plan_sequence,
 )
 from acquisition.site import Site
-from acquisition.store import Store
+from acquisition.store import Store, StoreError
 from acquisition.truth import Truth, compute_truth
 from drivers.mfc import MfcDriver
 from drivers.valve import ShutoffValve
@@ -46,6 +46,7 @@ from drivers.valve import ShutoffValve
 log = structlog.get_logger(__name__)
 
 TICK_S = 0.1
+ENDING = {"abort", "fail"}  # requests that end the run
 SETTLE_FLOOR_FS = 0.005  # tolerance never below 0.5 % of full scale (noise at low flow)
 
 
@@ -83,9 +84,8 @@ class StationContext:
     site: Site
     recorder: Recorder
     emit: EventSink
-    # Called with each device whose safe state could not be confirmed, so that its
-    # poller keeps trying to zero it as soon as it answers again.
-    on_unconfirmed: Callable[[str], None]
+    # Every zero and close goes through it; what it cannot confirm it keeps retrying.
+    keeper: SafeStateKeeper
 
 
 class Scheduler:
@@ -104,6 +104,7 @@ class Scheduler:
         self._touched_mfcs: dict[str, MfcDriver] = {}
         self._touched_valves: dict[str, ShutoffValve] = {}
         self._release_ends_ns: int | None = None  # a manual release stops by itself then
+        self._changed = asyncio.Condition()  # notified at every state transition
 
     # --- commands -----------------------------------------------------------------------
 
@@ -111,12 +112,15 @@ class Scheduler:
                     dut: str | None = None) -> str:
         if self.state not in (State.IDLE, *FINAL):
             raise RunRejectedError(f"a run is already {self.state} ({self.run_id})")
+        if unconfirmed := self.ctx.keeper.unconfirmed():
+            raise RunRejectedError("devices not confirmed safe, no release until they are: "
+                                   + "; ".join(unconfirmed.values()))
         self.run_id, self.plan = new_run_id(), plan
         self.results, self.final_status, self.reason, self._request = {}, None, None, None
         self._release_ends_ns = None
-        await self.ctx.store.create_run(
-            run_row(self.ctx.config, self.ctx.site, self.run_id, plan, operator, dut))
-        self.ctx.recorder.run_id = self.run_id
+        row = run_row(self.ctx.config, self.ctx.site, self.run_id, plan, operator, dut)
+        self.ctx.recorder.run_started(self.run_id, row["t_start_ns"])  # no await in between
+        await self.ctx.store.create_run(row)  # queued before any sample tagged with the run
         await self._set_state(State.IDLE, {"sequence": plan.spec.name, "steps": len(plan.steps),
                                            "seed": plan.seed, "operator": operator})
         self._task = asyncio.create_task(self._execute(), name=f"run:{self.run_id}")
@@ -160,11 +164,14 @@ class Scheduler:
     def abort(self, reason: str = "operator") -> None:
         self._ask("abort", reason, allowed={*RELEASING, State.PAUSED, State.IDLE})
 
+    def fail(self, reason: str) -> None:
+        """End the run as failed (the station cannot go on, e.g. its store is full)."""
+        self._ask("fail", reason, allowed={*RELEASING, State.PAUSED, State.IDLE})
+
     async def estop(self, reason: str = "emergency stop") -> None:
         """Make everything safe now, without waiting for the run task, then abort it."""
-        results = await make_all_safe(self.ctx.devices.mfcs.values(),
-                                      self.ctx.devices.valves.values(),
-                                      self.ctx.config.acquisition.zero_timeout_s)
+        results = await self.ctx.keeper.make_safe(self.ctx.devices.mfcs.values(),
+                                                  self.ctx.devices.valves.values())
         await self.ctx.emit("safety.estop", {"reason": reason, "unconfirmed": {
             name: problem for name, problem in results.items() if problem}}, self.run_id)
         if self.running:
@@ -188,7 +195,7 @@ class Scheduler:
         if not self.running or self.state not in allowed:
             raise RunRejectedError(f"cannot {kind}: the run is {self.state}"
                                    if self.running else f"cannot {kind}: no run is active")
-        if self._request is None or kind == "abort":  # abort outranks everything
+        if self._request is None or kind in ENDING:  # ending outranks everything
             self._request = Interrupt(kind, reason)
         self._wake.set()
 
@@ -205,7 +212,7 @@ class Scheduler:
                     await self._run_step(step)
                     index += 1
                 except Interrupt as interrupt:
-                    if interrupt.kind == "abort":
+                    if interrupt.kind in ENDING:
                         raise
                     if interrupt.kind == "skip":
                         await self._end_step(step, None, ["skipped"], interrupt.reason)
@@ -214,7 +221,11 @@ class Scheduler:
                         await self._end_step(step, None, ["skipped"], "skipped while paused")
                         index += 1
         except Interrupt as interrupt:
-            status, reason = State.ABORTED, interrupt.reason
+            status = State.FAILED if interrupt.kind == "fail" else State.ABORTED
+            reason = interrupt.reason
+        except StoreError as error:  # a full or failing disk: its message says it all
+            log.error("run failed", run_id=self.run_id, error=str(error))
+            status, reason = State.FAILED, str(error)
         except Exception as error:  # a bug or a device failure: fail safe, say why
             log.exception("run failed", run_id=self.run_id)
             status, reason = State.FAILED, f"{type(error).__name__}: {error}"
@@ -223,28 +234,34 @@ class Scheduler:
 
     async def _finish(self, status: State, reason: str | None) -> None:
         self.state = State.ABORTING if status is not State.COMPLETED else self.state
-        results = await make_all_safe(self._touched_mfcs.values(),
-                                      self._touched_valves.values(),
-                                      self.ctx.config.acquisition.zero_timeout_s)
+        results = await self.ctx.keeper.make_safe(self._touched_mfcs.values(),
+                                                  self._touched_valves.values())
         unconfirmed = {name: problem for name, problem in results.items() if problem}
-        for name in unconfirmed:
-            self.ctx.on_unconfirmed(name)
         await self.ctx.emit("safety.zeroed", {"why": f"run {status}", "devices": sorted(results),
                                               "unconfirmed": unconfirmed}, self.run_id)
         assert self.run_id is not None
-        await self.ctx.store.finish_run(self.run_id, status.value, reason)
+        t_end_ns = time.time_ns()
+        self.ctx.recorder.run_ended(self.run_id, t_end_ns)  # no await in between
+        try:
+            await self.ctx.store.finish_run(self.run_id, status.value, reason, t_end_ns)
+        except StoreError as error:  # the next start marks it interrupted
+            log.error("could not record the end of the run", run_id=self.run_id,
+                      error=str(error))
         self.final_status, self.reason = status, reason
         await self._set_state(status, {"reason": reason})
         self.progress = None
-        self.ctx.recorder.run_id = None
         self._touched_mfcs.clear()
         self._touched_valves.clear()
 
     async def _paused(self, reason: str) -> bool:
-        """Hold everything safe until resume (False: redo the step) or skip (True)."""
-        await make_all_safe(self._touched_mfcs.values(), self._touched_valves.values(),
-                            self.ctx.config.acquisition.zero_timeout_s)
-        await self._set_state(State.PAUSED, {"reason": reason})
+        """Hold everything safe until resume (False: redo the step) or skip (True).
+
+        A device that cannot be confirmed safe now is the keeper's to retry, and the
+        pause says so."""
+        results = await self.ctx.keeper.make_safe(self._touched_mfcs.values(),
+                                                  self._touched_valves.values())
+        await self._set_state(State.PAUSED, {"reason": reason, "unconfirmed": {
+            name: problem for name, problem in results.items() if problem}})
         while True:
             try:
                 await self._tick(60.0)
@@ -253,7 +270,7 @@ class Scheduler:
                     return False
                 if interrupt.kind == "skip":
                     return True
-                if interrupt.kind == "abort":
+                if interrupt.kind in ENDING:
                     raise
 
     async def _tick(self, timeout_s: float = TICK_S) -> None:
@@ -265,8 +282,15 @@ class Scheduler:
         if request is not None:
             raise request
 
+    async def until(self, condition: Callable[[], bool]) -> None:
+        """Return once `condition()` holds; it is checked at every state transition."""
+        async with self._changed:
+            await self._changed.wait_for(condition)
+
     async def _set_state(self, state: State, detail: dict[str, Any] | None = None) -> None:
         self.state = state
+        async with self._changed:
+            self._changed.notify_all()
         payload = {"state": state.value, **(detail or {})}
         if self.progress is not None:
             payload |= {"step": self.progress.step.index, "point": self.progress.step.point}
@@ -322,11 +346,11 @@ class Scheduler:
         """Only this MFC and valve may be open: zero and close the others the run used."""
         others = [m for m in self._touched_mfcs.values() if m is not mfc]
         other_valves = [v for v in self._touched_valves.values() if v is not valve]
-        problems = await make_all_safe(others, other_valves,
-                                       self.ctx.config.acquisition.zero_timeout_s)
+        problems = await self.ctx.keeper.make_safe(others, other_valves)
         if any(problems.values()):
             raise RuntimeError(f"could not make the previous devices safe: {problems}")
         self._touched_mfcs[mfc.name] = mfc
+        self.ctx.keeper.claim([mfc, *([valve] if valve else [])])
         if valve is not None:
             self._touched_valves[valve.name] = valve
             if blank:

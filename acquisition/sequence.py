@@ -14,14 +14,11 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 from acquisition.config import ConfigError, StationConfig, pydantic_problems, read_toml
+from acquisition.config_tables import Strict
 from acquisition.gas import RATE_UNITS, FlowConversion, to_kg_h
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class StepTiming(Strict):

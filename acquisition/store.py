@@ -8,10 +8,13 @@ a committed event survives a power cut; samples arrive in ~1 s batches to keep t
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import json
+import shutil
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from importlib.resources import files
 from pathlib import Path
@@ -21,18 +24,33 @@ from acquisition.positions import PointPosition
 from drivers.sample import Sample
 
 SCHEMA_VERSION = 1
+MIB = 1 << 20
 T = TypeVar("T")
 
 
 class StoreError(Exception):
-    """The run store cannot be opened or written."""
+    """The run store cannot be opened or written; the message names the file."""
+
+
+class StoreFullError(StoreError):
+    """The disk or the store's size cap is full: nothing more can be recorded."""
+
+
+def _is_full(error: sqlite3.Error | OSError) -> bool:
+    if isinstance(error, OSError):
+        return error.errno == errno.ENOSPC
+    return (getattr(error, "sqlite_errorcode", None) or 0) & 0xFF == sqlite3.SQLITE_FULL
 
 
 class Store:
-    """Asynchronous facade over one SQLite file, serialized on a single worker thread."""
+    """Asynchronous facade over one SQLite file, serialized on a single worker thread.
 
-    def __init__(self, path: Path) -> None:
+    `max_size_mb` caps the database file (SQLite's max_page_count), so that a field
+    computer's disk keeps room for everything else; reaching it is a StoreFullError."""
+
+    def __init__(self, path: Path, max_size_mb: int | None = None) -> None:
         self.path = path
+        self.max_size_mb = max_size_mb
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="crf-store")
         self._db: sqlite3.Connection | None = None
         self._channel_ids: dict[tuple[str, str, str], int] = {}
@@ -50,9 +68,27 @@ class Store:
         self._executor.shutdown(wait=True)
 
     async def _run(self, work: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, work, *args)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._guarded, work, *args)
 
     # --- worker-thread side -------------------------------------------------------
+
+    def _guarded(self, work: Callable[..., T], *args: Any) -> T:
+        """Run `work`; a failure becomes one plain StoreError, without the sqlite chain."""
+        try:
+            return work(*args)
+        except (sqlite3.Error, OSError) as error:
+            if self._db is not None and self._db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):  # the next write must not land
+                    self._db.rollback()                   # in a half-done transaction
+            doing = "read run store" if work == self._query else "write run store"
+            raise self._failure(error, doing) from None
+
+    def _failure(self, error: sqlite3.Error | OSError, doing: str) -> StoreError:
+        if _is_full(error):
+            free = shutil.disk_usage(self.path.parent).free
+            return StoreFullError(f"store full: {self.path}, {free} bytes free")
+        return StoreError(f"{self.path}: cannot {doing}: {error}")
 
     def _open(self) -> None:
         try:
@@ -61,6 +97,9 @@ class Store:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA foreign_keys=ON")
+            if self.max_size_mb is not None:
+                page_size = db.execute("PRAGMA page_size").fetchone()[0]
+                db.execute(f"PRAGMA max_page_count={self.max_size_mb * MIB // page_size}")
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version not in (0, SCHEMA_VERSION):
                 raise StoreError(
@@ -69,7 +108,7 @@ class Store:
             db.executescript(files("acquisition").joinpath("schema.sql").read_text())
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except (sqlite3.Error, OSError) as exc:
-            raise StoreError(f"{self.path}: cannot open run store: {exc}") from exc
+            raise self._failure(exc, "open run store") from None
         self._db = db
         self._channel_ids = {
             (device, channel, unit): channel_id
@@ -93,19 +132,24 @@ class Store:
             self._channel_ids[key] = int(cursor.lastrowid or 0)
         return self._channel_ids[key]
 
-    def _insert_samples(self, samples: list[Sample], run_id: str | None) -> None:
+    def _insert_samples(self, tagged: Sequence[tuple[Sample, str | None]]) -> None:
         assert self._db is not None
-        with self._db:
-            self._db.execute("BEGIN")
-            self._db.executemany(
-                "INSERT INTO samples (run_id, t_ns, channel_id, value, quality, detail)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    (run_id, s.t_ns, self._channel_id(s.device, s.channel, s.unit),
-                     s.value, s.quality.value, s.detail)
-                    for s in samples
-                ],
-            )
+        known = dict(self._channel_ids)
+        try:
+            with self._db:
+                self._db.execute("BEGIN")
+                self._db.executemany(
+                    "INSERT INTO samples (run_id, t_ns, channel_id, value, quality, detail)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    [
+                        (run_id, s.t_ns, self._channel_id(s.device, s.channel, s.unit),
+                         s.value, s.quality.value, s.detail)
+                        for s, run_id in tagged
+                    ],
+                )
+        except BaseException:
+            self._channel_ids = known  # channels added here went with the rollback
+            raise
 
     def _insert_event(self, kind: str, detail: str, run_id: str | None, t_ns: int) -> int:
         assert self._db is not None
@@ -150,10 +194,10 @@ class Store:
 
     # --- event-loop side ----------------------------------------------------------
 
-    async def add_samples(self, samples: list[Sample], run_id: str | None = None) -> None:
-        """Commit a batch of samples in one transaction."""
-        if samples:
-            await self._run(self._insert_samples, samples, run_id)
+    async def add_samples(self, tagged: Sequence[tuple[Sample, str | None]]) -> None:
+        """Commit a batch of samples, each with its run (or None), in one transaction."""
+        if tagged:
+            await self._run(self._insert_samples, tagged)
 
     async def add_event(
         self, kind: str, detail: dict[str, Any] | None = None, run_id: str | None = None,
@@ -182,10 +226,12 @@ class Store:
         await self._run(self._write, f"INSERT INTO runs ({columns}) VALUES ({marks})",
                         list(row.values()))
 
-    async def finish_run(self, run_id: str, status: str, reason: str | None) -> None:
+    async def finish_run(self, run_id: str, status: str, reason: str | None,
+                         t_end_ns: int) -> None:
+        """Close a run row; `t_end_ns` is the end the recorder attributes samples by."""
         await self._run(self._write,
                         "UPDATE runs SET status = ?, reason = ?, t_end_ns = ? WHERE id = ?",
-                        (status, reason, time.time_ns(), run_id))
+                        (status, reason, t_end_ns, run_id))
 
     async def save_step(self, row: dict[str, Any]) -> None:
         """Insert or replace a step row (written at arming, again when it ends)."""
@@ -202,7 +248,7 @@ class Store:
         for run_id in open_runs:
             await self.finish_run(run_id, "interrupted",
                                   "the daemon stopped without closing the run (crash or "
-                                  "power loss); found at the next start")
+                                  "power loss); found at the next start", time.time_ns())
         return open_runs
 
     async def enqueue(self, topic: str, payload: dict[str, Any], qos: int = 1) -> int:

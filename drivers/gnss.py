@@ -1,8 +1,21 @@
 """GNSS receiver interpretation: validated NMEA sentences -> position fixes and samples.
 
-pynmea2 checks the checksum but leaves fields it could not convert as raw strings, so
-every field used here goes through `_number`, and a sentence with a field that is not
-what it should be is counted as malformed instead of producing a wrong position.
+Which sentence supplies what:
+
+- position: GGA and GNS, each a `Fix` (a receiver sending both gives two per epoch).
+  GNS carries one mode character per constellation (GPS, GLONASS, Galileo, BeiDou...,
+  "ANNA" from the SiRF TriG capture in the tests); the best of them is the fix quality.
+- quality: the GGA fix quality indicator, or the GNS modes mapped onto the same scale;
+  GST gives the position error sigmas (`sigma_lat`, `sigma_lon`, `sigma_alt`), GSA the
+  DOPs (`gsa_pdop`, `gsa_hdop`, `gsa_vdop`), GGA/GNS the satellites used and HDOP.
+- time: RMC (date and time) and ZDA (date and time) set the receiver's date and its
+  clock offset to the host; GGA and GNS carry only the time of day, so a fix gets a full
+  UTC only once RMC or ZDA has given the date.
+
+Everything else (GSV, GLL, VTG, TXT...) is counted as `ignored:<type>`. pynmea2 checks
+the checksum but leaves fields it could not convert as raw strings, so every field
+used here goes through `number_field`, and a sentence with a field that is not what it
+should be is counted as malformed instead of producing a wrong position.
 """
 
 from __future__ import annotations
@@ -81,7 +94,7 @@ class GnssInterpreter:
         """Samples for one sentence, and the fix if it was a position sentence."""
         handler = getattr(self, f"_on_{sentence.kind.lower()}", None)
         if handler is None:
-            self.stats["ignored"] += 1
+            self.stats[f"ignored:{sentence.kind}"] += 1
             return [], None
         try:
             return handler(sentence)
@@ -196,7 +209,12 @@ def decode_capture(data: bytes) -> tuple[list[Fix], Counter[str]]:
     interpreter = GnssInterpreter("capture", decoder.stats)
     fixes = []
     for sentence in decoder.feed(data, 0, 0):
-        _, fix = interpreter.interpret(sentence)
+        try:
+            _, fix = interpreter.interpret(sentence)
+        except Exception as error:  # a capture of anything must decode to its end
+            decoder.stats["interpret_error"] += 1
+            interpreter.last_error = f"{sentence.raw[:120]}: {type(error).__name__}: {error}"
+            continue
         if fix is not None:
             fixes.append(fix)
     decoder.flush()

@@ -33,7 +33,7 @@ class MetInterpreter:
             self.stats["malformed"] += 1
             self.last_error = str(error)
             return [], None
-        self.stats["ignored"] += 1
+        self.stats[f"ignored:{sentence.kind}"] += 1
         return [], None
 
     def _sample(self, sentence: Sentence, channel: str, value: float, unit: str) -> Sample:

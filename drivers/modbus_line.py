@@ -11,7 +11,7 @@ import asyncio
 import termios
 import time
 from collections.abc import Awaitable, Callable
-from typing import Literal
+from typing import Any, Literal
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -60,7 +60,7 @@ STANDARD_BAUD_RATES = (1200, 2400, 4800, 9600, 14400, 19200, 38400, 57600, 11520
 class LineSettings(BaseModel):
     """How to open one line: the `[lines.<name>]` table of a station config."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     transport: Literal["serial", "rtu-tcp", "tcp"] = "serial"
     port: str | None = Field(None, description="serial device, e.g. /dev/serial/by-id/...")
@@ -132,7 +132,9 @@ class ModbusLine:
         self._backoff_s = settings.reconnect_min_s
         self._next_attempt = 0.0
         self.transactions = 0
+        self.failures = 0  # transactions that ended in an error of any kind
         self.reconnects = 0
+        self.last_error: str | None = None
         self.on_state_change: Callable[[bool, str], None] | None = None
         self._was_up: bool | None = None
 
@@ -142,6 +144,12 @@ class ModbusLine:
 
     def close(self) -> None:
         self._client.close()
+
+    def health(self) -> dict[str, Any]:
+        """Counters for the station's status: is the line up, how often it failed and why."""
+        return {"connected": self.connected, "transactions": self.transactions,
+                "failures": self.failures, "reconnects": self.reconnects,
+                "last_error": self.last_error}
 
     def retry_now(self) -> None:
         """Skip the reconnect backoff once: used before a safety action that must be tried."""
@@ -191,10 +199,28 @@ class ModbusLine:
     ) -> ModbusPDU:
         """Run one request under the line lock and translate every failure."""
         where = f"line '{self.name}' unit {unit_id}"
+        try:
+            response = await self._transact(where, what, request)
+        except ModbusError as error:
+            self.failures += 1
+            self.last_error = str(error)
+            raise
+        if response.isError():
+            code = getattr(response, "exception_code", 0)
+            meaning = MODBUS_EXCEPTIONS.get(code, "unknown exception")
+            self.failures += 1
+            self.last_error = (f"{where}: {what}: device replied Modbus exception {code} "
+                               f"({meaning})")
+            raise DeviceExceptionError(self.last_error, code)
+        return response
+
+    async def _transact(
+        self, where: str, what: str, request: Callable[[], Awaitable[ModbusPDU]]
+    ) -> ModbusPDU:
         async with self._lock:
             await self._ensure_connected()
             try:
-                response = await request()
+                return await request()
             except ConnectionException as exc:
                 self._client.close()
                 self._report(False, str(exc))
@@ -211,13 +237,6 @@ class ModbusLine:
                 raise DeviceTimeoutError(f"{where}: {what}: {exc}") from exc
             finally:
                 self.transactions += 1
-        if response.isError():
-            code = getattr(response, "exception_code", 0)
-            meaning = MODBUS_EXCEPTIONS.get(code, "unknown exception")
-            raise DeviceExceptionError(
-                f"{where}: {what}: device replied Modbus exception {code} ({meaning})", code
-            )
-        return response
 
     async def read_registers(
         self, unit_id: int, address: int, count: int, function: str = "holding"

@@ -1,14 +1,37 @@
 """NMEA 0183 stream decoding: bytes in, validated sentences out, every rejected line counted.
 
 Real receiver streams contain partial lines, binary junk (UBX/RTCM frames interleaved
-on the same port), comment lines in captures, and sentences whose checksum is fine but
-whose fields are not numbers. None of these may crash a reader; each is counted so
-that a bad cable or a misconfigured receiver shows up in the figures.
+on the same port), proprietary sentences of every vendor, comment lines in captures,
+and sentences whose checksum is fine but whose fields are not numbers. None of these
+may crash a reader; each is counted so that a bad cable or a misconfigured receiver
+shows up in the figures.
+
+`NmeaDecoder.stats` counts lines under one key per reason, `reason:detail` where the
+detail tells which sentence it was (the decoder's and the interpreter's counts share it):
+
+- `sentences`: lines whose checksum holds, standard or proprietary. Those not used are
+  also counted under one of:
+  - `proprietary:<MMM>`: a `$P` sentence, by the three-letter manufacturer code after
+    the P (UBX u-blox, MTK MediaTek, GRM Garmin, STI SkyTraq, QTM Quectel, STM ST,
+    SRF SiRF...). The interpreters use none, so they are never handed one.
+  - `unknown_type:<FFF>`: a standard sentence whose formatter pynmea2 does not know.
+  - `ignored:<FFF>`: a known sentence the device's interpreter does not use (GSV,
+    GLL, VTG, TXT...).
+  - `malformed`: fields that are not what they should be (a letter for a number, a fix
+    quality of 9), counted by the interpreter.
+  - `query`: a query sentence (`$CCGPQ,GGA`): a request, not data.
+- lines rejected before that: `too_long`, `no_checksum`, `bad_checksum`, `malformed`
+  (no NMEA sentence structure at all), `comments` (`#` lines: capture annotations, or a
+  receiver's own `#` ASCII log format on a live port) and `truncated` (a line cut short:
+  a file's last line without its line end, or the line a stream was in when it went down);
+- `junk_bytes`: a count of bytes, not lines: bytes outside any sentence (binary frames,
+  NUL padding, noise) and lines holding bytes no sentence may hold (non-ASCII, control).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,7 +39,7 @@ from dataclasses import dataclass
 import pynmea2
 
 MAX_SENTENCE = 255  # NMEA says 82; proprietary and long GSV/GNS lines run longer
-TALKERS = {"GP", "GN", "GL", "GA", "BD", "GB", "GQ", "GI", "II", "WI"}
+SENTENCE_TEXT = re.compile(rb"[\x20-\x7e]+")  # NMEA 0183 sentences are printable ASCII
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +53,11 @@ class Sentence:
 
     @property
     def kind(self) -> str:
-        return str(self.message.sentence_type)
+        """The sentence type ("GGA", "RMC"...), "PUBX" for a proprietary one; never raises."""
+        message = self.message
+        if isinstance(message, pynmea2.ProprietarySentence):
+            return f"P{message.manufacturer}"
+        return str(getattr(message, "sentence_type", None) or type(message).__name__)
 
 
 class LineSplitter:
@@ -46,9 +73,7 @@ class LineSplitter:
             cut = min((i for i in (self.pending.find(b"\r"), self.pending.find(b"\n"))
                        if i >= 0), default=-1)
             if cut < 0:
-                if len(self.pending) > 4 * MAX_SENTENCE:  # no line end in sight: junk
-                    self.stats["junk_bytes"] += len(self.pending)
-                    self.pending.clear()
+                self._drop_runaway()
                 return
             chunk = bytes(self.pending[:cut])
             del self.pending[: cut + 1]
@@ -56,6 +81,15 @@ class LineSplitter:
                 line = self._clean(chunk)
                 if line:
                     yield line
+
+    def _drop_runaway(self) -> None:
+        """No line end in sight (a long binary run): junk, but for a sentence just begun."""
+        if len(self.pending) <= 4 * MAX_SENTENCE:
+            return
+        start = self.pending.rfind(b"$", len(self.pending) - MAX_SENTENCE)
+        drop = start if start >= 0 else len(self.pending)
+        self.stats["junk_bytes"] += drop
+        del self.pending[:drop]
 
     def _clean(self, chunk: bytes) -> str:
         """Keep from the last '$' or '!' on; bytes before it are junk (binary frames)."""
@@ -66,13 +100,12 @@ class LineSplitter:
         if start < 0:
             self.stats["junk_bytes"] += len(chunk)
             return ""
-        if start > 0:
+        if start:
             self.stats["junk_bytes"] += start
-        try:
-            return chunk[start:].decode("ascii")
-        except UnicodeDecodeError:
+        if not SENTENCE_TEXT.fullmatch(chunk, start):
             self.stats["junk_bytes"] += len(chunk) - start
             return ""
+        return chunk[start:].decode("ascii")
 
 
 class NmeaDecoder:
@@ -89,12 +122,13 @@ class NmeaDecoder:
                 yield sentence
 
     def flush(self) -> None:
-        """At the end of a file: a last line without its line end is truncated; count it."""
+        """At the end of a file or a connection: a line without its line end is truncated."""
         if self._splitter.pending:
             self.stats["truncated"] += 1
             self._splitter.pending = bytearray()
 
     def parse_line(self, line: str, t_ns: int, mono_ns: int) -> Sentence | None:
+        """The standard sentence on a line, or None with the reason counted."""
         if len(line) > MAX_SENTENCE:
             self.stats["too_long"] += 1
             return None
@@ -107,10 +141,22 @@ class NmeaDecoder:
         except pynmea2.ChecksumError:
             self.stats["bad_checksum"] += 1
             return None
-        except pynmea2.ParseError:
+        except pynmea2.SentenceTypeError:  # raised after the checksum passed
+            self.stats["sentences"] += 1
+            self.stats[f"unknown_type:{line[3:6].upper()}"] += 1
+            return None
+        except (pynmea2.ParseError, IndexError):
+            # IndexError: pynmea2's u-blox, Ashtech and Trimble classes read fields that
+            # a short proprietary sentence ("$PUBX*...") does not have.
             self.stats["malformed"] += 1
             return None
         self.stats["sentences"] += 1
+        if isinstance(message, pynmea2.ProprietarySentence):
+            self.stats[f"proprietary:{message.manufacturer}"] += 1
+            return None
+        if not isinstance(message, pynmea2.TalkerSentence):
+            self.stats["query"] += 1
+            return None
         return Sentence(message, line, t_ns, mono_ns)
 
 

@@ -30,7 +30,7 @@ class StreamLostError(Exception):
 class StreamSettings(BaseModel):
     """Where a streaming device is: `transport` and the keys that go with it."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     transport: Literal["serial", "tcp", "file"] = "serial"
     port: str | None = Field(None, description="serial device")

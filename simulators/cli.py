@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 from pathlib import Path
 
@@ -56,10 +57,23 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _toggle_cables(station: SimStation) -> None:
+    """SIGUSR1: pull (or plug back) the cable of every Modbus line, for field rehearsals."""
+    for line in station.lines.values():
+        if line.bus.cable_pulled:
+            line.plug_cable()
+        else:
+            line.pull_cable()
+        print(f"{line.name}: cable {'pulled' if line.bus.cable_pulled else 'plugged back'}",
+              flush=True)
+
+
 async def _serve(station: SimStation, duration: float | None) -> None:
     stop = stop_on_signals(duration)
     async with station:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, _toggle_cables, station)
         for line in station.describe():
             print(line)
+        print("kill -USR1 this process to pull or plug back the Modbus cables")
         sys.stdout.flush()
         await stop.wait()

@@ -23,3 +23,11 @@ class SimLine(SimPort):
     @property
     def endpoint(self) -> str:
         return self.settings.endpoint
+
+    def pull_cable(self) -> None:
+        """Cut the line behind the adapter: the port stays, nothing answers, and the
+        devices keep their state (setpoints, open valves), as real ones do."""
+        self.bus.cable_pulled = True
+
+    def plug_cable(self) -> None:
+        self.bus.cable_pulled = False

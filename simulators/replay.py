@@ -29,10 +29,11 @@ DEFAULT_INTERVAL_S = 1.0
 def _time_of_day(line: str) -> float | None:
     try:
         message = pynmea2.parse(line, check=True)
-    except pynmea2.ParseError:
+    except (pynmea2.ParseError, IndexError):  # IndexError: pynmea2 on a short "$PUBX*.."
         return None
     stamp = getattr(message, "timestamp", None)
-    if message.sentence_type not in TIMED or stamp is None or isinstance(stamp, str):
+    kind = getattr(message, "sentence_type", None)  # proprietary sentences may have none
+    if kind not in TIMED or stamp is None or isinstance(stamp, str):
         return None
     return stamp.hour * 3600 + stamp.minute * 60 + stamp.second + stamp.microsecond / 1e6
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import structlog
 from pymodbus.framer import FramerBase, FramerRTU
@@ -36,11 +36,17 @@ def corrupt(frame: bytes, framer: FramerBase) -> bytes:
 class SlaveBus:
     """The devices sharing one line; one transaction at a time, as on RS-485."""
 
-    def __init__(self, devices: dict[int, SlaveDevice], timing: BusTiming | None) -> None:
-        """`timing` None answers at once; otherwise replies leave at the line's byte rate."""
+    def __init__(self, devices: dict[int, SlaveDevice], timing: BusTiming | None,
+                 on_request: Callable[[], Awaitable[None]] | None = None) -> None:
+        """`timing` None answers at once; otherwise replies leave at the line's byte rate.
+        `on_request` is awaited after every request a device handled (state may differ)."""
         self.devices = devices
         self.timing = timing
+        self.on_request = on_request
         self.transactions = 0  # replies sent
+        # The cable between the master and the devices is cut: the port is still there,
+        # requests go nowhere, and every device keeps its setpoint and coils.
+        self.cable_pulled = False
         self._lock = asyncio.Lock()
         self._free_at = 0.0
         self._late: set[asyncio.Task[None]] = set()
@@ -70,8 +76,8 @@ class SlaveBus:
 
     async def answer(self, request: Request, framer: FramerBase, send: Send) -> None:
         device = self.devices.get(request.pdu.dev_id)
-        if device is None:
-            return  # another slave's address (or a broadcast): the bus stays silent
+        if device is None or self.cable_pulled:
+            return  # another slave's address (or a broadcast), or nobody hears it
         async with self._lock:
             # On a real bus a request cannot start before the previous reply ended.
             started = max(request.received_at, self._free_at)
@@ -80,6 +86,8 @@ class SlaveBus:
             except Exception:  # a model bug must not silence the whole line
                 log.exception("sim device failed", device=device.name)
                 return
+            if self.on_request is not None:
+                await self.on_request()
             if response is None:
                 return
             frame = framer.buildFrame(response)

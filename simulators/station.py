@@ -6,7 +6,8 @@ weather stations talk on their own ports (pty or TCP).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Protocol, TypeVar
@@ -101,6 +102,7 @@ class SimStation:
             self._relays[key] = SimulatedRelay(f"relay {valve.line}/{valve.unit_id}",
                                                valve.unit_id, coils)
         self._lines: dict[str, SimLine] = {}
+        self._handled = asyncio.Condition()  # notified after every Modbus request
         for line_name, settings in config.lines.items():
             devices: dict[int, SlaveDevice] = {
                 device.unit_id: device for line, device in self._modbus_devices()
@@ -109,7 +111,7 @@ class SimStation:
                 continue  # nothing to simulate on it
             paced = self.settings.paced(line_name) if pace is None else pace
             timing = BusTiming.of(settings) if paced and settings.transport != "tcp" else None
-            bus = SlaveBus(devices, timing)
+            bus = SlaveBus(devices, timing, on_request=self._device_state_may_differ)
             line_class = PtyLine if settings.transport == "serial" else TcpLine
             self._lines[line_name] = line_class(line_name, settings, bus)
 
@@ -145,6 +147,16 @@ class SimStation:
                 found.append((met.line, device))
         found += [(line, relay) for (line, _), relay in self._relays.items()]
         return found
+
+    async def _device_state_may_differ(self) -> None:
+        async with self._handled:
+            self._handled.notify_all()
+
+    async def until(self, condition: Callable[[], bool]) -> None:
+        """Return once `condition()` holds for the simulated devices; checked now and
+        after every Modbus request they handle (the only way their state changes)."""
+        async with self._handled:
+            await self._handled.wait_for(condition)
 
     def valve_open(self, name: str) -> bool:
         """Whether the relay coil of a configured valve is on (valve open)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import sqlite3
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -108,3 +109,30 @@ async def running_daemon(config: StationConfig) -> AsyncIterator[Daemon]:
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
+
+
+async def read_until(stream: asyncio.StreamReader | None, text: str,
+                     timeout_s: float = 20) -> list[str]:
+    """A child process's output lines up to the first that contains `text`."""
+    assert stream is not None
+    seen = []
+    async with asyncio.timeout(timeout_s):
+        while line := (await stream.readline()).decode():
+            seen.append(line)
+            if text in line:
+                return seen
+    raise AssertionError(f"the output ended without {text!r}: {''.join(seen)}")
+
+
+async def start_crf_run(tmp_path: Path) -> asyncio.subprocess.Process:
+    """`crf run` of a one-step sequence at P1 (0.1 kg/h, a 60 s hold) on tmp_path's station;
+    its progress lines come on stderr."""
+    sequences = tmp_path / "sequences"
+    sequences.mkdir(exist_ok=True)
+    (sequences / "long.toml").write_text(
+        'name = "long"\n[defaults]\nsettle_window_s = 0.5\nhold_s = 60\n'
+        '[[steps]]\npoint = "P1"\nrate = 0.1\n')
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "acquisition.cli", "run", "--config",
+        str(tmp_path / "station.toml"), "--sequence", "long",
+        stderr=asyncio.subprocess.PIPE)

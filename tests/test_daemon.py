@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import sys
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,7 +17,12 @@ import pytest
 
 from acquisition.config import StationConfig
 from acquisition.daemon import Daemon
+from drivers.sample import Quality
 from simulators.station import SimStation
+from tests.stations import read_until
+
+EXPECTED = {"no_reply": Quality.TIMEOUT, "bad_crc": Quality.TIMEOUT,
+            "exception": Quality.DEVICE_ERROR, "slow": Quality.TIMEOUT}
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -32,20 +38,29 @@ def events(config: StationConfig) -> list[tuple[str, dict]]:
 
 
 class RunningDaemon:
-    """A daemon task in this process, stopped the way a signal would stop it."""
+    """A daemon task in this process, stopped the way a signal would stop it; the test
+    sees its samples as they are published, like any other consumer of the bus."""
 
     def __init__(self, config: StationConfig) -> None:
         self.daemon = Daemon(config)
+        self.samples = self.daemon.bus.subscribe("test")
         self.stop = asyncio.Event()
         self.task = asyncio.create_task(self.daemon.run(self.stop), name="daemon-under-test")
 
+    async def next_poll(self, device: str, quality: Quality) -> None:
+        """Until a poll of `device` whose samples all have `quality` is published."""
+        async with asyncio.timeout(10):
+            while True:
+                batch = await self.samples.queue.get()
+                if batch[0].device == device and all(s.quality is quality for s in batch):
+                    return
+
     async def wait_polled(self, polls: int = 3) -> None:
-        for _ in range(200):
-            if self.daemon.pollers and all(p.polls >= polls
-                                           for p in self.daemon.pollers.values()):
-                return
-            await asyncio.sleep(0.02)
-        raise AssertionError("daemon did not start polling")
+        """Until every MFC has been polled `polls` times (one batch a poll)."""
+        batches: Counter[str] = Counter()
+        async with asyncio.timeout(10):
+            while min(batches[name] for name in self.daemon.config.mfcs) < polls:
+                batches[(await self.samples.queue.get())[0].device] += 1
 
     async def finish(self) -> None:
         self.stop.set()
@@ -109,13 +124,12 @@ async def test_faults_are_recorded_and_the_daemon_keeps_running(
     for fault, kwargs in [("no_reply", {}), ("bad_crc", {}), ("exception", {"code": 4}),
                           ("slow", {"seconds": 0.4})]:
         sim.device("alicat").set_fault(fault, **kwargs)
-        await asyncio.sleep(0.5)
+        await running.next_poll("alicat", EXPECTED[fault])
         sim.device("alicat").clear_fault()
-        await asyncio.sleep(0.6)
+        await running.next_poll("alicat", Quality.OK)
+    await running.next_poll("alicat", Quality.OK)  # the poller recorded the recovery
     assert not running.task.done()
-    polls_before = running.daemon.pollers["bronkhorst"].polls
-    await asyncio.sleep(0.3)
-    assert running.daemon.pollers["bronkhorst"].polls > polls_before
+    await running.next_poll("bronkhorst", Quality.OK)
     await running.finish()
     with db(config) as conn:
         qualities = {q for (q,) in conn.execute(
@@ -137,7 +151,9 @@ async def test_unplugged_line_is_recorded_and_recovers(
 ) -> None:
     await running.wait_polled(2)
     await sim.line("bus0").unplug(1.0)
-    await asyncio.sleep(1.5)
+    await running.next_poll("alicat", Quality.DISCONNECTED)
+    await running.next_poll("alicat", Quality.OK)
+    await running.next_poll("alicat", Quality.OK)  # the poller recorded the recovery
     await running.finish()
     with db(config) as conn:
         sequence = [q for (q,) in conn.execute(
@@ -155,18 +171,16 @@ async def test_device_unreachable_at_start_is_zeroed_when_it_answers(
     sim.device("bronkhorst").setpoint = 20.0
     sim.device("bronkhorst").set_fault("no_reply")
     daemon = RunningDaemon(config)
-    await daemon.wait_polled(2)
-    assert not daemon.daemon.pollers["bronkhorst"].safe_confirmed
+    await asyncio.wait_for(daemon.daemon.ready.wait(), 10)
+    keeper = daemon.daemon.keeper
+    assert list(keeper.unconfirmed()) == ["bronkhorst"]
     assert sim.device("bronkhorst").setpoint == 20.0
     sim.device("bronkhorst").clear_fault()
-    for _ in range(100):
-        late = [d for k, d in events(config) if k == "safety.zeroed" and d.get("late")]
-        if late:
-            break
-        await asyncio.sleep(0.02)
-    assert late == [{"device": "bronkhorst", "late": True}]
+    await asyncio.wait_for(keeper.until(lambda: not keeper.unconfirmed()), 5)
     assert sim.device("bronkhorst").setpoint == 0.0
     await daemon.finish()
+    late = [d for k, d in events(config) if k == "safety.confirmed"]
+    assert late == [{"device": "bronkhorst", "late": True}]
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -179,15 +193,7 @@ async def test_signal_zeroes_every_mfc_before_exit(
         stderr=asyncio.subprocess.PIPE, cwd=REPO,
     )
     try:
-        for _ in range(300):
-            await asyncio.sleep(0.02)
-            try:
-                if any(k == "safety.zeroed" for k, _ in events(config)):
-                    break
-            except sqlite3.OperationalError:  # store not created yet
-                continue
-        else:
-            raise AssertionError("daemon did not start")
+        started = await read_until(process.stderr, '"event": "acquiring"')
         for name in config.mfcs:  # gas flowing when the signal comes
             sim.device(name).setpoint = 0.3 * config.mfcs[name].full_scale
         process.send_signal(signum)
@@ -198,6 +204,7 @@ async def test_signal_zeroes_every_mfc_before_exit(
             await process.wait()
     assert process.returncode == 0, stderr.decode()
     assert all(sim.device(name).setpoint == 0.0 for name in config.mfcs)
+    stderr = "".join(started).encode() + stderr
     kinds = [(k, d.get("why")) for k, d in events(config)]
     assert ("safety.zeroed", "shutdown") in kinds and kinds[-1][0] == "daemon.stop"
     log_lines = [json.loads(line) for line in stderr.decode().splitlines() if line.startswith("{")]

@@ -18,6 +18,7 @@ from paho.mqtt.properties import Properties
 from acquisition.config import StationConfig
 from acquisition.daemon import Daemon
 from acquisition.run_state import State
+from acquisition.scheduler import Scheduler
 from simulators.station import SimStation
 from tests.broker import Broker
 from tests.stations import store_rows
@@ -38,18 +39,40 @@ def config(make_config: Callable[..., StationConfig], broker: Broker) -> Station
     return make_config(extra=POINTS + mqtt_table(broker))
 
 
+class Inbox:
+    """What a client received, in order, and a way to await the message a test needs."""
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+        self._arrived = asyncio.Condition()
+
+    async def add(self, item: Any) -> None:
+        self.items.append(item)
+        async with self._arrived:
+            self._arrived.notify_all()
+
+    async def until(self, condition: Callable[[], bool], timeout_s: float = 10) -> None:
+        async with asyncio.timeout(timeout_s), self._arrived:
+            await self._arrived.wait_for(condition)
+
+
 class Station:
     """A daemon in this process plus an operator's MQTT client."""
 
     def __init__(self, config: StationConfig, client: aiomqtt.Client) -> None:
         self.config = config
         self.client = client
+        self.started_ns = time.time_ns()
         self.daemon = Daemon(config)
         self.stop = asyncio.Event()
         self.task = asyncio.create_task(self.daemon.run(self.stop))
         self.replies: dict[str, dict[str, Any]] = {}
-        self.messages: list[tuple[str, dict[str, Any]]] = []
+        self.inbox = Inbox()
         self.listener = asyncio.create_task(self._listen())
+
+    @property
+    def messages(self) -> list[tuple[str, dict[str, Any]]]:
+        return self.inbox.items
 
     async def _listen(self) -> None:
         async for message in self.client.messages:
@@ -57,17 +80,16 @@ class Station:
             if topic == "crf/test/cmd" or not message.payload:
                 continue  # our own commands, some of them deliberately not JSON
             body = json.loads(message.payload)  # type: ignore[arg-type]
-            self.messages.append((topic, body))
             if topic.endswith("/cmd/reply"):
                 self.replies[body.get("id")] = body
+            await self.inbox.add((topic, body))
 
     async def ready(self) -> None:
-        await asyncio.wait_for(self.daemon.ready.wait(), 10)
-        for _ in range(250):
-            if self.daemon.link and self.daemon.link.connected:
-                return
-            await asyncio.sleep(0.02)
-        raise AssertionError("the daemon never connected to the broker")
+        """Until this daemon said it is online (a retained status of an earlier one
+        does not count)."""
+        await self.inbox.until(lambda: any(
+            topic == "crf/test/status" and body["state"] == "online"
+            and body["t_ns"] >= self.started_ns for topic, body in self.messages))
 
     async def send(self, action: str | None = None, args: dict | None = None, *,
                    raw: bytes | str | None = None, command_id: str | None = None,
@@ -79,11 +101,11 @@ class Station:
             "id": command_id, "action": action, "args": args or {},
             "issued_at": time.time() if issued_at is None else issued_at})
         await self.client.publish("crf/test/cmd", payload, qos=1, retain=retain)
-        for _ in range(250):
-            if command_id in self.replies:
-                return self.replies.pop(command_id)
-            await asyncio.sleep(0.02)
-        raise AssertionError(f"no reply to {payload!r}")
+        try:
+            await self.inbox.until(lambda: command_id in self.replies, 5)
+        except TimeoutError:
+            raise AssertionError(f"no reply to {payload!r}") from None
+        return self.replies.pop(command_id)
 
     async def close(self) -> None:
         self.stop.set()
@@ -107,15 +129,19 @@ async def station(config: StationConfig, sim: SimStation, broker: Broker
 
 
 
+async def step_reached(scheduler: Scheduler, index: int) -> None:
+    """Until the run works on step `index` (0-based) or a later one."""
+    await asyncio.wait_for(scheduler.until(
+        lambda: scheduler.progress is not None and scheduler.progress.step.index >= index), 20)
+
+
 def no_gas(sim: SimStation) -> bool:
     return all(device.setpoint == 0.0 for device in sim.devices.values())
 
 
 async def test_status_state_and_telemetry(station: Station) -> None:
-    await asyncio.sleep(0.6)
-    topics = {topic for topic, _ in station.messages}
-    assert "crf/test/status" in topics and "crf/test/state" in topics
-    assert "crf/test/telemetry/alicat" in topics
+    wanted = {"crf/test/status", "crf/test/state", "crf/test/telemetry/alicat"}
+    await station.inbox.until(lambda: wanted <= {topic for topic, _ in station.messages})
     status = [body for topic, body in station.messages if topic == "crf/test/status"]
     assert status[-1]["state"] == "online"
     telemetry = next(body for topic, body in station.messages
@@ -239,7 +265,7 @@ class Collector:
     def __init__(self, broker: Broker, topic: str) -> None:
         self.broker = broker
         self.topic = topic
-        self.received: list[dict[str, Any]] = []
+        self.inbox = Inbox()
         self.connected = asyncio.Event()
         self.task = asyncio.create_task(self._run())
 
@@ -251,10 +277,18 @@ class Collector:
                     await client.subscribe(self.topic, qos=1)
                     self.connected.set()
                     async for message in client.messages:
-                        self.received.append(json.loads(message.payload))  # type: ignore[arg-type]
+                        await self.inbox.add(json.loads(message.payload))  # type: ignore[arg-type]
             except aiomqtt.MqttError:
                 self.connected.clear()
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.05)  # the broker is down: try again soon
+
+    @property
+    def received(self) -> list[dict[str, Any]]:
+        return self.inbox.items
+
+    async def until_seqs(self, seqs: set[int]) -> None:
+        """Until every message of these outbox seqs has arrived."""
+        await self.inbox.until(lambda: set(self.by_seq()) >= seqs, 30)
 
     def by_seq(self) -> dict[int, dict[str, Any]]:
         return {message["seq"]: message for message in self.received}
@@ -272,25 +306,23 @@ async def test_broker_outage_mid_run_loses_nothing(
     collector = Collector(broker, "crf/test/run/#")
     await collector.connected.wait()
     async with SimStation(config), aiomqtt.Client("127.0.0.1", broker.port) as client:
+        await client.subscribe("crf/test/status", qos=1)
         station = Station(config, client)
         await station.ready()
         scheduler = station.daemon.scheduler
         steps = [{"point": "P1", "rate": 0.05 + 0.01 * i, "hold_s": 0.5} for i in range(6)]
         run_id = await scheduler.start(plan_of(config, steps))
-        await asyncio.sleep(1.0)
+        await step_reached(scheduler, 1)
         broker.stop()
         samples_before = store_rows(config, "SELECT count(*) FROM samples")[0][0]
-        await asyncio.sleep(3.0)  # the run goes on without the broker
+        await step_reached(scheduler, 4)  # the run goes on without the broker
         assert not station.daemon.link.connected  # type: ignore[union-attr]
         assert store_rows(config, "SELECT count(*) FROM samples")[0][0] > samples_before + 20
         broker.start()
         assert await asyncio.wait_for(scheduler.wait(), 60) is State.COMPLETED
         queued = {seq for (seq,) in store_rows(
             config, "SELECT seq FROM outbox WHERE payload LIKE ?", f"%{run_id}%")}
-        for _ in range(250):
-            if set(collector.by_seq()) >= queued:
-                break
-            await asyncio.sleep(0.02)
+        await collector.until_seqs(queued)
         connections = station.daemon.link.connections  # type: ignore[union-attr]
         station.listener.cancel()
         await station.close()
@@ -323,10 +355,7 @@ async def test_unsent_outbox_rows_are_replayed_after_a_daemon_restart(
     daemon = Daemon(config)
     stop = asyncio.Event()
     task = asyncio.create_task(daemon.run(stop))
-    for _ in range(250):
-        if set(collector.by_seq()) >= {seq for (seq,) in unsent}:
-            break
-        await asyncio.sleep(0.02)
+    await collector.until_seqs({seq for (seq,) in unsent})
     stop.set()
     await task
     await collector.close()
@@ -380,7 +409,9 @@ async def test_blind_run_hides_rates_until_it_ends(
                                                       {"point": "P1", "rate": 0.12}],
                                              blind=True))
         assert await asyncio.wait_for(daemon.scheduler.wait(), 30) is State.COMPLETED
-        await asyncio.sleep(1.0)
+        await public.inbox.until(lambda: any(m["kind"] == "run.unblinded"
+                                             for m in public.received))
+        await truth.inbox.until(lambda: len(truth.received) == 2)
         stop.set()
         await task
         watcher.cancel()
@@ -481,6 +512,8 @@ url = "mqtts://127.0.0.1:{broker.port}"
 [mqtt.tls]
 ca = "{certs}/ca.crt"
 """)
+        sim = SimStation(config)  # devices to stop safely, or the stop waits for them
+        await sim.start()
         daemon = Daemon(config)
         stop = asyncio.Event()
         task = asyncio.create_task(daemon.run(stop))
@@ -495,3 +528,4 @@ ca = "{certs}/ca.crt"
         finally:
             stop.set()
             await task
+            await sim.stop()

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import signal
-import sqlite3
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -20,7 +18,7 @@ from acquisition.run_state import State
 from acquisition.scheduler import RunRejectedError, Scheduler
 from acquisition.sequence import SequenceSpec, conversion_for, plan_sequence
 from simulators.station import SimStation
-from tests.stations import running_daemon, store_rows
+from tests.stations import read_until, running_daemon, start_crf_run, store_rows
 
 POINTS = """
 [valves.V1]
@@ -122,8 +120,7 @@ async def test_pause_resume_skip_abort(config: StationConfig, sim: SimStation,
     assert sim.device("alicat").setpoint > 0
     assert sim.valve_open("V1")
     scheduler.skip("test")
-    await wait_for_step(scheduler, 2)
-    await wait_for_state(scheduler, State.HOLDING)
+    await wait_for_state(scheduler, State.HOLDING, step=2)
     assert sim.device("alicat").setpoint == 0.0 and sim.device("bronkhorst").setpoint > 0
     assert not sim.valve_open("V1")  # P2 has no valve of its own: P1's is shut
     scheduler.abort("test over")
@@ -146,53 +143,32 @@ async def test_interlock_comm_loss_aborts_and_zeroes(
         assert "interlock comm_loss" in (daemon.scheduler.reason or "")
         assert sim.device("bronkhorst").setpoint > 0  # it could not be reached to zero it
         sim.device("bronkhorst").clear_fault()
-        for _ in range(50):  # the MFC is zeroed as soon as it answers again
-            if sim.device("bronkhorst").setpoint == 0.0:
-                break
-            await asyncio.sleep(0.1)
-        else:
-            pytest.fail("the unreachable MFC was not zeroed when it came back")
+        # the MFC is zeroed as soon as it answers again
+        await asyncio.wait_for(sim.until(lambda: sim.device("bronkhorst").setpoint == 0.0), 5)
     assert store_rows(config, "SELECT kind FROM events WHERE kind = 'interlock'")
 
 
-async def wait_for_state(scheduler: Scheduler, state: State) -> None:
-    for _ in range(500):
-        if scheduler.state is state:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"scheduler never reached {state} (is {scheduler.state})")
+async def wait_for_state(scheduler: Scheduler, state: State, step: int | None = None) -> None:
+    """Until the run is in `state` (of step number `step`, if given): a transition."""
+    def reached() -> bool:
+        return scheduler.state is state and (
+            step is None or (scheduler.progress is not None
+                             and scheduler.progress.step.index + 1 == step))
 
-
-async def wait_for_step(scheduler: Scheduler, number: int) -> None:
-    for _ in range(500):
-        if scheduler.progress and scheduler.progress.step.index + 1 == number:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"scheduler never reached step {number}")
+    try:
+        await asyncio.wait_for(scheduler.until(reached), 10)
+    except TimeoutError:
+        raise AssertionError(f"scheduler never reached {state} (is {scheduler.state})"
+                             ) from None
 
 
 async def test_kill_9_mid_run_then_restart_zeroes_first_and_keeps_the_record(
     config: StationConfig, sim: SimStation, tmp_path: Path
 ) -> None:
-    sequences = tmp_path / "sequences"
-    sequences.mkdir()
-    (sequences / "long.toml").write_text(
-        'name = "long"\n[defaults]\nsettle_window_s = 0.5\nhold_s = 60\n'
-        '[[steps]]\npoint = "P1"\nrate = 0.1\n')
     station = str(tmp_path / "station.toml")
-    runner = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "acquisition.cli", "run", "--config", station,
-        "--sequence", "long", stderr=asyncio.subprocess.DEVNULL)
+    runner = await start_crf_run(tmp_path)
     try:
-        for _ in range(500):
-            await asyncio.sleep(0.02)
-            with contextlib.suppress(sqlite3.OperationalError):
-                if store_rows(config, "SELECT 1 FROM events WHERE kind = 'run.state' "
-                                "AND detail LIKE '%holding%'"):
-                    break
-        else:
-            raise AssertionError("the run never reached holding")
-        await asyncio.sleep(1.5)  # a batch or two of samples committed
+        await read_until(runner.stderr, "holding 2/60 s")  # a batch or two committed
     finally:
         runner.kill()  # SIGKILL: no cleanup of any kind
         await runner.wait()
@@ -206,18 +182,13 @@ async def test_kill_9_mid_run_then_restart_zeroes_first_and_keeps_the_record(
     started = time.monotonic()
     daemon = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "acquisition.cli", "daemon", "--config", station,
-        stderr=asyncio.subprocess.DEVNULL)
+        "--log-level", "info", stderr=asyncio.subprocess.PIPE)
     try:
-        while sim.device("alicat").setpoint != 0.0 or sim.valve_open("V1"):
-            assert time.monotonic() - started < 5, "not made safe after a restart"
-            await asyncio.sleep(0.005)
+        await asyncio.wait_for(sim.until(
+            lambda: sim.device("alicat").setpoint == 0.0 and not sim.valve_open("V1")), 5)
         zeroed_after = time.monotonic() - started
-        for _ in range(250):
-            await asyncio.sleep(0.02)
-            if store_rows(config, "SELECT status FROM runs") == [("interrupted",)]:
-                break
-        else:
-            raise AssertionError("the open run was not marked interrupted")
+        await read_until(daemon.stderr, "run interrupted by a crash")
+        assert store_rows(config, "SELECT status FROM runs") == [("interrupted",)]
     finally:
         daemon.terminate()
         await daemon.wait()
@@ -279,11 +250,9 @@ async def test_valve_opens_only_for_a_release_and_closes_at_every_end(
     scheduler = daemon.scheduler
     await scheduler.start(plan_of(config, [{"point": "P1", "rate": 0},
                                            {"point": "P1", "rate": 0.1, "hold_s": 30}]))
-    await wait_for_state(scheduler, State.HOLDING)
-    assert scheduler.progress is not None and scheduler.progress.step.index == 0
+    await wait_for_state(scheduler, State.HOLDING, step=1)
     assert not sim.valve_open("V1")  # a blank releases nothing
-    await wait_for_step(scheduler, 2)
-    await wait_for_state(scheduler, State.HOLDING)
+    await wait_for_state(scheduler, State.HOLDING, step=2)
     assert sim.valve_open("V1")
     await scheduler.estop("test")
     assert not sim.valve_open("V1") and sim.device("alicat").setpoint == 0.0
@@ -313,19 +282,9 @@ async def test_settle_timeout_skips_or_aborts(
 
 async def test_ctrl_c_aborts_a_local_run_safely(config: StationConfig, sim: SimStation,
                                                 tmp_path: Path) -> None:
-    sequences = tmp_path / "sequences"
-    sequences.mkdir()
-    (sequences / "long.toml").write_text(
-        'name = "long"\n[defaults]\nsettle_window_s = 0.5\nhold_s = 60\n'
-        '[[steps]]\npoint = "P1"\nrate = 0.1\n')
-    runner = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "acquisition.cli", "run", "--config",
-        str(tmp_path / "station.toml"), "--sequence", "long",
-        stderr=asyncio.subprocess.PIPE)
-    for _ in range(500):
-        await asyncio.sleep(0.02)
-        if sim.device("alicat").setpoint > 0 and sim.valve_open("V1"):
-            break
+    runner = await start_crf_run(tmp_path)
+    await read_until(runner.stderr, "holding")
+    assert sim.device("alicat").setpoint > 0 and sim.valve_open("V1")
     runner.send_signal(signal.SIGINT)
     _, err = await asyncio.wait_for(runner.communicate(), 20)
     assert runner.returncode == 1
