@@ -98,6 +98,23 @@ class Daemon:
             log.error("the run store cannot record: stopping", error=str(error))
             self._store_failed.set()
 
+    async def health(self) -> dict[str, Any]:
+        """Every worker's counters, for the retained status and `crf ctl status`."""
+        try:
+            backlog: int | None = await self.store.outbox_backlog()
+        except StoreError:
+            backlog = None
+        return {
+            "safety": self.keeper.health() | {"interlock_trips": self.interlocks.trips},
+            "lines": {name: line.health() for name, line in self.devices.lines.items()},
+            "devices": {name: poller.health() for name, poller in self.pollers.items()},
+            "streams": {name: reader.health() for name, reader in self.site.readers.items()},
+            "recorder": self.recorder.health(),
+            "store": {"outbox_backlog": backlog,
+                      "failure": str(self.store_failure) if self.store_failure else None},
+            "mqtt": self.link.health() if self.link else None,
+        }
+
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set or the store fails (`store_failure` says so); always
         leaves every device driven safe, and retried up to `safety.safe_wait_s`."""

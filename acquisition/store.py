@@ -261,6 +261,10 @@ class Store:
             "SELECT seq, topic, payload, qos FROM outbox WHERE sent_ns IS NULL AND seq > ?"
             " ORDER BY seq LIMIT ?", after_seq, limit)]
 
+    async def outbox_backlog(self) -> int:
+        """How many outbox messages wait for the broker's acknowledgement."""
+        return int((await self.query("SELECT count(*) FROM outbox WHERE sent_ns IS NULL"))[0][0])
+
     async def mark_sent(self, seq: int) -> None:
         await self._run(self._write, "UPDATE outbox SET sent_ns = ? WHERE seq = ?",
                         (time.time_ns(), seq))

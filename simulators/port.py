@@ -16,6 +16,9 @@ class SimPort(ABC):
     def __init__(self, name: str) -> None:
         self.name = name
         self._running = False  # started and not stopped: an unplugged port comes back
+        # Set from the moment unplug() has taken the port away until it is back, so that a
+        # test can await the port being gone.
+        self.unplugged = asyncio.Event()
 
     @property
     @abstractmethod
@@ -33,10 +36,12 @@ class SimPort(ABC):
     async def unplug(self, seconds: float) -> None:
         """The port vanishes, and comes back after `seconds` (unless stopped meanwhile)."""
         await self._close()
+        self.unplugged.set()
         log.info("sim port unplugged", port=self.name, seconds=seconds)
         await asyncio.sleep(seconds)
         if self._running:
             await self._open()
+            self.unplugged.clear()
             log.info("sim port replugged", port=self.name, endpoint=self.endpoint)
 
     @abstractmethod

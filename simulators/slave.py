@@ -116,6 +116,12 @@ class SlaveBus:
         self._late.add(task)
         task.add_done_callback(self._late.discard)
 
+    async def late_replies_sent(self) -> None:
+        """Return once every reply still on its way (a `slow` device's) has been sent or
+        cancelled: a test awaits it rather than guessing when the last one went out."""
+        while self._late:
+            await asyncio.wait(set(self._late))
+
     async def cancel_late(self) -> None:
         """Forget replies still on their way: the port they were for has gone."""
         tasks = list(self._late)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 
 import numpy as np
 
@@ -27,6 +28,7 @@ class StreamDevice(ABC):
         self.sentences_sent = 0  # put on the open port, corrupted ones included
         self.sentences_corrupted = 0
         self._task: asyncio.Task[None] | None = None
+        self._spoke = asyncio.Condition()  # notified after every epoch's burst
 
     @property
     def endpoint(self) -> str:
@@ -55,6 +57,12 @@ class StreamDevice(ABC):
             self._task = None
         await self.port.stop()
 
+    async def until(self, condition: Callable[[], bool]) -> None:
+        """Return once `condition()` holds; checked now and after every epoch (when the
+        device's counters change), so that a test awaits the device instead of sleeping."""
+        async with self._spoke:
+            await self._spoke.wait_for(condition)
+
     async def unplug(self, seconds: float) -> None:
         """The port vanishes for `seconds` (the device is powered by it: it says nothing)."""
         await self.port.unplug(seconds)
@@ -68,4 +76,6 @@ class StreamDevice(ABC):
             if self.port.send(data):
                 self.sentences_sent += len(lines)
                 self.sentences_corrupted += corrupted
+            async with self._spoke:
+                self._spoke.notify_all()
             epoch = self.next_epoch(max(epoch, time.time()))

@@ -7,13 +7,14 @@ import asyncio
 import socket
 import sqlite3
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from acquisition.config import StationConfig
 from acquisition.daemon import Daemon
+from simulators.station import SimStation
 
 
 def free_port() -> int:
@@ -136,3 +137,40 @@ async def start_crf_run(tmp_path: Path) -> asyncio.subprocess.Process:
         sys.executable, "-m", "acquisition.cli", "run", "--config",
         str(tmp_path / "station.toml"), "--sequence", "long",
         stderr=asyncio.subprocess.PIPE)
+
+
+T = TypeVar("T")
+
+
+async def transact_until(transaction: Callable[[], Awaitable[T]], done: Callable[[T], bool],
+                         timeout_s: float = 10) -> T:
+    """Repeat a request to a simulated device until its reply satisfies `done`; that reply.
+
+    For what changes with time alone (a flow settling, a totalizer counting) and so sends
+    no notice: each round awaits a real reply, nothing sleeps. `transaction` must do I/O
+    every time (a request refused at once, without I/O, would never let the clock run)."""
+    deadline = asyncio.timeout(timeout_s)
+    last: T | None = None
+    try:
+        async with deadline:
+            while True:
+                last = await transaction()
+                if done(last):
+                    return last
+    except TimeoutError:
+        if not deadline.expired():
+            raise
+        raise AssertionError(
+            f"no reply satisfied the condition within {timeout_s} s (last: {last!r})") from None
+
+
+async def past_late_replies(sim: SimStation, line: str,
+                            neighbour: Callable[[], Awaitable[bool]]) -> None:
+    """After a `slow` fault is cleared: return once every reply it delayed has reached the
+    master and been dropped, so that none is taken for the answer to the next request.
+
+    RTU replies carry no transaction id, and a master drops a reply from a unit it did not
+    ask: `neighbour` does one transaction with another unit on `line` (True if answered),
+    and its reply comes after the late ones, since the line keeps bytes in order."""
+    await asyncio.wait_for(sim.line(line).bus.late_replies_sent(), 10)
+    assert await neighbour(), f"the neighbour on {line} did not answer after the late replies"

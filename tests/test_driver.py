@@ -11,8 +11,9 @@ from acquisition.config import StationConfig
 from acquisition.devices import StationDevices, build_devices
 from drivers.mfc import SetpointError
 from drivers.modbus_line import DeviceExceptionError, DeviceTimeoutError, LineDownError
-from drivers.sample import Quality
+from drivers.sample import Quality, Sample
 from simulators.station import SimStation
+from tests.stations import past_late_replies, transact_until
 
 ALL_MFCS = ["alicat", "bronkhorst", "generic_le", "over_tcp"]
 
@@ -28,6 +29,11 @@ def values(samples: list) -> dict[str, float]:
     return {s.channel: s.value for s in samples if s.ok}
 
 
+async def neighbour_answers(devices: StationDevices) -> bool:
+    """Whether the Bronkhorst, next to the Alicat on bus0, answers a poll."""
+    return all(s.ok for s in await devices.mfcs["bronkhorst"].poll())
+
+
 @pytest.mark.parametrize("name", ALL_MFCS)
 async def test_set_flow_and_poll_every_profile_and_transport(
     devices: StationDevices, sim: SimStation, name: str
@@ -37,8 +43,12 @@ async def test_set_flow_and_poll_every_profile_and_transport(
     held = await mfc.set_flow(target)
     assert held == pytest.approx(target, rel=1e-6)
     assert sim.device(name).setpoint == pytest.approx(target, rel=1e-6)
-    await asyncio.sleep(2.0)  # several time constants
-    samples = await mfc.poll()
+
+    def settled(samples: list[Sample]) -> bool:  # within half the tolerance asserted below
+        flow = values(samples).get("flow")
+        return flow is not None and abs(flow - target) < 0.01 * mfc.full_scale
+
+    samples = await transact_until(mfc.poll, settled)  # several time constants
     assert all(s.ok for s in samples), [s.detail for s in samples if not s.ok]
     assert {s.channel for s in samples} == set(mfc.profile.poll)
     flow = values(samples)["flow"]
@@ -88,8 +98,8 @@ async def test_setpoint_beyond_full_scale_is_refused_before_sending(
 async def test_totalizer_reset_action(devices: StationDevices, sim: SimStation) -> None:
     mfc = devices.mfcs["alicat"]
     await mfc.set_flow(8.0)
-    await asyncio.sleep(1.0)
-    assert await mfc.read("totalizer") > 0.05
+    counted = await transact_until(lambda: mfc.read("totalizer"), lambda sl: sl > 0.05)
+    assert counted > 0.05
     await mfc.run_action("totalizer_reset")
     assert await mfc.read("totalizer") < 0.02
     await mfc.zero()
@@ -119,8 +129,8 @@ async def test_faults_become_quality_flags_and_clear_errors(
     # The other device on the same line is not disturbed.
     assert all(s.ok for s in await devices.mfcs["bronkhorst"].poll())
     sim.device("alicat").clear_fault()
-    if fault == "slow":
-        await asyncio.sleep(0.6)  # let the late reply pass before the next request
+    if fault == "slow":  # let the late replies pass before the next request
+        await past_late_replies(sim, "bus0", lambda: neighbour_answers(devices))
     assert all(s.ok for s in await mfc.poll())
 
 
@@ -138,22 +148,25 @@ async def test_unplug_and_replug_recovers(
 ) -> None:
     mfc = devices.mfcs[mfc_name]
     assert all(s.ok for s in await mfc.poll())
-    unplug = asyncio.create_task(sim.line(line_name).unplug(1.0))
-    await asyncio.sleep(0.2)
-    qualities = set()
-    for _ in range(5):
-        qualities |= {s.quality for s in await mfc.poll()}
-        await asyncio.sleep(0.05)
+    port = sim.line(line_name)
+    unplug = asyncio.create_task(port.unplug(1.0))
+    await asyncio.wait_for(port.unplugged.wait(), 5)
+    # A request may still time out on the vanished port before the line sees it gone. Each
+    # poll does I/O, or is refused at once as DISCONNECTED, which ends the loop: no idle spin.
+    qualities: set[Quality] = set()
+    async with asyncio.timeout(5):
+        while Quality.DISCONNECTED not in qualities:
+            qualities |= {s.quality for s in await mfc.poll()}
     assert Quality.DISCONNECTED in qualities
     with pytest.raises(LineDownError):
         await mfc.set_flow(1.0)
     await unplug
-    for _ in range(60):  # backoff is at most 0.4 s in this config
-        if all(s.ok for s in await mfc.poll()):
-            break
-        await asyncio.sleep(0.05)
-    else:
-        pytest.fail("line did not recover after replug")
+    # The one sleep kept: the reconnect backoff is real time the line must let pass (polls
+    # before then are refused without I/O). Every failed attempt was before the replug and
+    # set the next one at most reconnect_max_s later, so the next poll is due to reconnect.
+    await asyncio.sleep(devices.lines[line_name].settings.reconnect_max_s)
+    samples = await mfc.poll()
+    assert all(s.ok for s in samples), [s.detail for s in samples]
     assert devices.lines[line_name].reconnects >= 1
 
 

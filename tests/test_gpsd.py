@@ -28,7 +28,7 @@ import pytest
 from acquisition.config import load_config
 from simulators.gnss import Position, SimulatedGnss, metres_to_degrees
 from simulators.station import SimStation
-from tests.stations import free_port, write_station
+from tests.stations import free_port, read_until, write_station
 
 GPSD = shutil.which("gpsd") or shutil.which("gpsd", path="/usr/sbin:/usr/local/sbin")
 pytestmark = pytest.mark.skipif(
@@ -53,29 +53,25 @@ def _no_gpsd_left_behind() -> Iterator[None]:
 @asynccontextmanager
 async def gpsd_watching(device: str, workdir: Path, port: int | None = None
                         ) -> AsyncIterator[asyncio.StreamReader]:
-    """gpsd on `device` (listening on `port`), and a client socket asking for JSON."""
+    """gpsd on `device` (listening on `port`), and a client socket asking for JSON.
+
+    At debug level 3 gpsd says "listening on port N" once its socket listens: the client
+    connects then (if gpsd exits instead, its output is in the error)."""
     port = port or free_port()
     process = await asyncio.create_subprocess_exec(
-        GPSD or "gpsd", "-N", "-n", "-b", "-s", "115200", "-S", str(port),
+        GPSD or "gpsd", "-N", "-n", "-b", "-s", "115200", "-S", str(port), "-D", "3",
         "-F", str(workdir / "gpsd.sock"), device,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )
     _started.append(process)
+    assert process.stderr is not None
     writer = None
+    stderr: asyncio.Task[bytes] | None = None
     try:
-        deadline = time.monotonic() + 5
-        while True:
-            try:
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                break
-            except OSError:
-                if process.returncode is not None:
-                    assert process.stderr is not None
-                    error = (await process.stderr.read()).decode()
-                    raise RuntimeError(f"gpsd exited at start-up: {error}") from None
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.05)
+        await read_until(process.stderr, f"listening on port {port}", timeout_s=5)
+        # Level 3 also logs every report sent to a client: read on, or the pipe fills up.
+        stderr = asyncio.create_task(process.stderr.read(), name="gpsd stderr")
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b'?WATCH={"enable":true,"json":true};\n')
         yield reader
     finally:
@@ -84,10 +80,12 @@ async def gpsd_watching(device: str, workdir: Path, port: int | None = None
         if process.returncode is None:
             process.terminate()
         try:
-            await asyncio.wait_for(process.communicate(), 5)
+            await asyncio.wait_for(process.wait(), 5)
         except TimeoutError:
             process.kill()
             await process.wait()
+        if stderr is not None:
+            await stderr
 
 
 async def tpvs(reader: asyncio.StreamReader, count: int, since: float = 0.0

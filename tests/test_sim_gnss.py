@@ -12,6 +12,8 @@ import sys
 import termios
 import time
 from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +38,7 @@ from tests.stations import free_port, write_station
 REPO = Path(__file__).resolve().parent.parent
 TRUE = Position(-33.8568, 151.2153, 42.0)  # southern and eastern hemispheres
 STILL_AIR = "gust_m_s = 0\ndirection_drift_deg_per_min = 0\n"
+LISTEN_TIMEOUT_S = 10.0
 
 
 def nmea_station(tmp_path: Path, sim: str = "") -> StationConfig:
@@ -74,6 +77,7 @@ class Listener:
     samples: dict[str, list[float]] = field(default_factory=dict)
     raw: bytearray = field(default_factory=bytearray)
     hung_up: bool = False
+    _news: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     def __post_init__(self) -> None:
         self.gnss = GnssInterpreter("rx", self.decoder.stats)
@@ -94,14 +98,39 @@ class Listener:
                 self.samples.setdefault(sample.channel, []).append(sample.value)
             if fix is not None:
                 self.fixes.append(fix)
+        self._news.set()
+
+    def hang_up(self) -> None:
+        self.hung_up = True
+        self._news.set()
 
     def kinds(self) -> Counter[str]:
         return Counter(s.kind for s in self.sentences)
 
+    async def until(self, condition: Callable[[Listener], object]) -> None:
+        """Return once `condition(self)` holds: checked now and after every chunk heard."""
+        try:
+            async with asyncio.timeout(LISTEN_TIMEOUT_S):
+                while not condition(self):
+                    self._news.clear()
+                    await self._news.wait()
+        except TimeoutError:
+            raise AssertionError(f"not heard within {LISTEN_TIMEOUT_S} s: {self.kinds()}, "
+                                 f"{dict(self.stats)}, hung up: {self.hung_up}") from None
 
-async def listen_pty(path: Path | str, seconds: float, *, flush: bool = True) -> Listener:
-    """Open the port as a client would and read for `seconds`; `flush`: drop what was
-    sent before the port was opened (so that counts start at a known moment)."""
+
+Until = Callable[[Listener], object]
+
+
+def epochs(count: int, last: str) -> Until:
+    """Until `count` whole epochs were heard: bursts ending with a `last` sentence."""
+    return lambda listener: listener.kinds()[last] >= count
+
+
+@asynccontextmanager
+async def reading_pty(path: Path | str, *, flush: bool = True) -> AsyncIterator[Listener]:
+    """The port open as a client would have it, every chunk fed to the Listener as it comes;
+    `flush`: drop what was sent before the port was opened (counts start at a known moment)."""
     listener = Listener()
     fd = os.open(path, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
     if flush:
@@ -118,29 +147,41 @@ async def listen_pty(path: Path | str, seconds: float, *, flush: bool = True) ->
         if data:
             listener.feed(data)
         else:
-            listener.hung_up = True
+            listener.hang_up()
             loop.remove_reader(fd)
 
     loop.add_reader(fd, readable)
     try:
-        await asyncio.sleep(seconds)
+        yield listener
     finally:
         loop.remove_reader(fd)
         os.close(fd)
+
+
+async def listen_pty(path: Path | str, until: Until, *, flush: bool = True) -> Listener:
+    """What a client opening the port hears, up to the moment `until(listener)` holds."""
+    async with reading_pty(path, flush=flush) as listener:
+        await listener.until(until)
     return listener
 
 
-async def listen_tcp(config: StationConfig, name: str, seconds: float) -> Listener:
+async def listen_tcp(config: StationConfig, name: str, until: Until) -> Listener:
+    """What a client connecting to the receiver's TCP port hears, until `until` holds."""
     settings = config.gnss[name]
     listener = Listener()
     reader, writer = await asyncio.open_connection(settings.host, settings.tcp_port)
+
+    async def read() -> None:
+        while data := await reader.read(4096):
+            listener.feed(data)
+        listener.hang_up()
+
+    reading = asyncio.create_task(read(), name=f"listen {name}")
     try:
-        async with asyncio.timeout(seconds):
-            while data := await reader.read(4096):
-                listener.feed(data)
-    except TimeoutError:
-        pass
+        await listener.until(until)
     finally:
+        reading.cancel()
+        await asyncio.wait({reading})
         writer.close()
     return listener
 
@@ -313,7 +354,7 @@ async def test_rtk_fixed_receiver_on_a_pty(tmp_path: Path) -> None:
     config = nmea_station(tmp_path, sim="sentences = [\"GGA\", \"RMC\", \"GNS\", \"GST\", "
                           "\"ZDA\", \"GSA\"]")
     async with SimStation(config) as sim:
-        heard = await listen_pty(config.gnss["rx"].port or "", 2.1)
+        heard = await listen_pty(config.gnss["rx"].port or "", epochs(10, "GSA"))
         receiver = sim.gnss("rx")
     assert isinstance(receiver, SimulatedGnss) and receiver.sentences_sent > 0
     strict = strictly_parsed(heard)
@@ -350,11 +391,12 @@ async def test_fix_loss_episodes_and_quality_set_at_run_time(tmp_path: Path) -> 
                           "fix_loss_duration_s = 0.4\nfix_quality = \"dgnss\"\n"
                           "sentences = [\"GGA\", \"RMC\"]")
     async with SimStation(config) as sim:
-        heard = await listen_pty(config.gnss["rx"].port or "", 2.0)
+        # Ten epochs at 5 Hz: two whole loss cycles (1.0 s), 0.4 s of each without a fix.
+        heard = await listen_pty(config.gnss["rx"].port or "", epochs(10, "RMC"))
         receiver = sim.gnss("rx")
         assert isinstance(receiver, SimulatedGnss)
         receiver.set_quality("none")
-        lost = await listen_pty(config.gnss["rx"].port or "", 0.7)
+        lost = await listen_pty(config.gnss["rx"].port or "", epochs(3, "RMC"))
         with pytest.raises(ValueError, match="unknown fix quality"):
             receiver.set_quality("superb")
     assert {f.talker for f in heard.fixes} == {"GP"}
@@ -372,7 +414,9 @@ async def test_fix_loss_episodes_and_quality_set_at_run_time(tmp_path: Path) -> 
 async def test_corrupted_checksums_and_binary_junk_are_counted(tmp_path: Path) -> None:
     config = nmea_station(tmp_path, sim="corrupt_fraction = 0.3\njunk = true\nseed = 4")
     async with SimStation(config) as sim:
-        heard = await listen_pty(config.gnss["rx"].port or "", 2.0)
+        # Ten epochs of five sentences, good or bad (a corrupted GSA cannot mark an epoch).
+        heard = await listen_pty(config.gnss["rx"].port or "", lambda listener: (
+            listener.stats["sentences"] + listener.stats["bad_checksum"] >= 50))
         receiver = sim.gnss("rx")
     bad, good = heard.stats["bad_checksum"], heard.stats["sentences"]
     assert bad / (bad + good) == pytest.approx(0.3, abs=0.15)
@@ -386,9 +430,12 @@ async def test_corrupted_checksums_and_binary_junk_are_counted(tmp_path: Path) -
 async def test_a_late_client_gets_at_most_one_stale_epoch(tmp_path: Path) -> None:
     config = nmea_station(tmp_path)
     async with SimStation(config) as sim:
-        await asyncio.sleep(1.0)  # five epochs nobody reads
+        receiver = sim.gnss("rx")
+        await asyncio.wait_for(receiver.until(lambda: receiver.sentences_sent >= 5 * 5),
+                               5)  # five epochs nobody reads
         opened = time.time()
-        heard = await listen_pty(config.gnss["rx"].port or "", 0.3, flush=False)
+        heard = await listen_pty(config.gnss["rx"].port or "",
+                                 lambda listener: listener.sentences, flush=False)
         assert sim.gnss("rx").sentences_sent >= 5 * 5
     first = heard.sentences[0].message.timestamp
     sent = first.hour * 3600 + first.minute * 60 + first.second + first.microsecond / 1e6
@@ -401,17 +448,17 @@ async def test_unplug_and_replug_the_receiver(tmp_path: Path) -> None:
     async with SimStation(config) as sim:
         receiver = sim.gnss("rx")
         before = os.readlink(port)
-        listening = asyncio.create_task(listen_pty(port, 1.0))
-        await asyncio.sleep(0.5)
-        unplug = asyncio.create_task(receiver.unplug(0.6))
-        await asyncio.sleep(0.2)
-        assert not linked(port)
-        sent_while_unplugged = receiver.sentences_sent
-        old = await listening
-        await unplug
+        async with reading_pty(port) as old:
+            await old.until(lambda listener: listener.fixes)
+            unplug = asyncio.create_task(receiver.unplug(0.6))
+            await asyncio.wait_for(receiver.port.unplugged.wait(), 5)
+            assert not linked(port)
+            sent_while_unplugged = receiver.sentences_sent
+            await old.until(lambda listener: listener.hung_up)
+        await unplug  # 0.6 s of real time: the scenario, not a wait for something to happen
         assert receiver.sentences_sent == sent_while_unplugged  # said nothing meanwhile
         assert os.readlink(port) != before
-        again = await listen_pty(port, 0.7)
+        again = await listen_pty(port, epochs(3, "GSA"))
     assert old.hung_up and old.fixes
     assert again.fixes and {f.quality for f in again.fixes} == {4}
 
@@ -429,12 +476,12 @@ fix_quality = "rtk_float"
 sentences = ["GNS", "ZDA"]
 """)
     async with SimStation(config) as sim:
-        first, second = await asyncio.gather(listen_tcp(config, "rx_tcp", 1.6),
-                                             listen_tcp(config, "rx_tcp", 1.6))
+        first, second = await asyncio.gather(listen_tcp(config, "rx_tcp", epochs(3, "ZDA")),
+                                             listen_tcp(config, "rx_tcp", epochs(3, "ZDA")))
         receiver = sim.gnss("rx_tcp")
         assert isinstance(receiver, SimulatedGnss)
         receiver.true_position = TRUE
-        moved = await listen_tcp(config, "rx_tcp", 1.1)
+        moved = await listen_tcp(config, "rx_tcp", epochs(2, "ZDA"))
     for heard in (first, second):
         assert len(heard.fixes) >= 2 and {f.talker for f in heard.fixes} == {"BD"}
         assert {f.quality for f in heard.fixes} == {5}  # GNS mode F: RTK float
@@ -471,14 +518,16 @@ async def test_replay_follows_the_capture_times_and_loops(tmp_path: Path) -> Non
 [sim.gnss.rx_tcp]
 replay = "{capture.name}"
 """)
+    sent = [line for line in lines if line.startswith("$")]
     async with SimStation(config, base=tmp_path) as sim:
-        heard = await listen_tcp(config, "rx_tcp", 3.4)
+        # Twice the capture's lines: from wherever the replay is, through a loop.
+        heard = await listen_tcp(config, "rx_tcp", lambda listener: (
+            listener.raw.count(b"\r\n") >= 2 * len(sent)))
         replay = sim.gnss("rx_tcp")
         described = sim.describe()
     assert any(line.startswith("rx_tcp gnss replay=") for line in described)
     # The replay starts at once: a client connecting later joins it where it is.
     received = bytes(heard.raw).decode().split("\r\n")
-    sent = [line for line in lines if line.startswith("$")]
     start = sent.index(received[0])
     looped = (sent * 3)[start : start + 2 * len(sent)]
     assert received[: len(looped)] == looped  # verbatim, comments and blank lines left out
@@ -505,10 +554,10 @@ pressure_hpa = 1001.5
 {STILL_AIR}""")
     async with SimStation(config) as sim:
         station = sim.met("ws")
-        heard = await listen_pty(config.met["ws"].port or "", 1.1)
+        heard = await listen_pty(config.met["ws"].port or "", epochs(4, "MDA"))
         assert isinstance(station, NmeaMet)
         station.wind.speed_m_s, station.wind.direction_deg = 21.0, 90
-        windy = await listen_pty(config.met["ws"].port or "", 0.6)
+        windy = await listen_pty(config.met["ws"].port or "", epochs(2, "MDA"))
         true = station.true_wind()
     strict = strictly_parsed(heard)
     assert {m.sentence_type for m in strict} == {"MWV", "MDA"} and len(strict) >= 8
@@ -570,7 +619,7 @@ async def test_crf_sim_serves_gnss_and_met_and_cleans_up(tmp_path: Path) -> None
         count = len(config.mfcs) + len(config.gnss) + len(config.met)
         lines = [(await asyncio.wait_for(process.stdout.readline(), 15)).decode().strip()
                  for _ in range(count)]
-        heard = await listen_pty(config.gnss["rx"].port or "", 0.5)
+        heard = await listen_pty(config.gnss["rx"].port or "", lambda listener: listener.fixes)
         process.send_signal(signal.SIGTERM)
         _, stderr = await asyncio.wait_for(process.communicate(), 10)
     finally:

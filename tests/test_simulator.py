@@ -32,7 +32,7 @@ from simulators.physics import MfcPhysics
 from simulators.registers import RegisterBank
 from simulators.settings import SimConfigError
 from simulators.station import SimStation
-from tests.stations import write_station
+from tests.stations import past_late_replies, transact_until, write_station
 
 REPO = Path(__file__).resolve().parent.parent
 TIMEOUT = 0.2
@@ -71,6 +71,14 @@ async def tcp_client(config: StationConfig, line: str) -> AsyncModbusTcpClient:
 def as_float(registers: list[int], word_order: str = "big") -> float:
     return float(AsyncModbusSerialClient.convert_from_registers(
         registers, FLOAT, word_order=word_order))  # type: ignore[arg-type]
+
+
+async def read_float(client: AsyncModbusSerialClient | AsyncModbusTcpClient, address: int,
+                     device_id: int, word_order: str = "big") -> float:
+    """One float register pair, read in one transaction (an error reply fails the test)."""
+    reply = await client.read_holding_registers(address, count=2, device_id=device_id)
+    assert not reply.isError(), reply
+    return as_float(reply.registers, word_order)
 
 
 def float_words(value: float, word_order: str = "big") -> list[int]:
@@ -162,7 +170,11 @@ async def test_mbpoll_reads_alicat_floats_from_the_pty(
 ) -> None:
     alicat = sim.device("alicat")
     alicat.setpoint = 4.0
-    await asyncio.sleep(0.3)
+    client = await serial_client(config)
+    try:  # until the flow is well on its way (0.01 SLPM of noise)
+        await transact_until(lambda: read_float(client, 1208, 1), lambda flow: flow > 2.0)
+    finally:
+        client.close()  # mbpoll is the only master from here on
     before = alicat.true_flow()
     process = await asyncio.create_subprocess_exec(
         "mbpoll", "-m", "rtu", "-a", "1", "-b", "115200", "-P", "even", "-t", "4:float", "-B",
@@ -185,6 +197,13 @@ async def test_mbpoll_reads_alicat_floats_from_the_pty(
 
 async def test_alicat_over_the_pty(config: StationConfig, sim: SimStation) -> None:
     client = await serial_client(config)
+    totalizer_reads = 0
+
+    async def totalizer() -> float:
+        nonlocal totalizer_reads
+        totalizer_reads += 1
+        return await read_float(client, 1210, 1)
+
     try:
         reply = await client.write_registers(1009, float_words(6.5), device_id=1)
         assert not reply.isError()
@@ -205,9 +224,8 @@ async def test_alicat_over_the_pty(config: StationConfig, sim: SimStation) -> No
         assert unmapped.isError() and unmapped.exception_code == 2
         unknown_command = await client.write_registers(999, [9, 9], device_id=1)
         assert unknown_command.isError() and unknown_command.exception_code == 3
-        await asyncio.sleep(0.5)
-        total = await client.read_holding_registers(1210, count=2, device_id=1)
-        assert as_float(total.registers) > 0.02  # SL after ~0.5 s at up to 6.5 SLPM
+        total = await transact_until(totalizer, lambda sl: sl > 0.02)
+        assert total > 0.02  # SL counted since 6.5 SLPM was set
         assert not (await client.write_registers(999, [5, 0], device_id=1)).isError()
         total = await client.read_holding_registers(1210, count=2, device_id=1)
         assert as_float(total.registers) < 0.001
@@ -216,8 +234,8 @@ async def test_alicat_over_the_pty(config: StationConfig, sim: SimStation) -> No
             await client.read_holding_registers(1208, count=2, device_id=9)
     finally:
         client.close()
-    assert sim.device("alicat").requests_served == 12
-    assert sim.line("bus0").transactions == 12
+    assert sim.device("alicat").requests_served == 11 + totalizer_reads
+    assert sim.line("bus0").transactions == 11 + totalizer_reads
 
 
 async def test_bronkhorst_linked_registers(config: StationConfig, sim: SimStation) -> None:
@@ -232,7 +250,8 @@ async def test_bronkhorst_linked_registers(config: StationConfig, sim: SimStatio
         await client.write_registers(0xA118, float_words(40.0), device_id=2)
         percent = await client.read_holding_registers(0x0020, count=2, device_id=2)
         assert percent.registers[1] == 25600  # 80 % of 32000
-        await asyncio.sleep(0.3)
+        # Until the flow is past 20 SLPM by 20 sigma of noise, so that `before` is too.
+        await transact_until(lambda: read_float(client, 0xA100, 2), lambda flow: flow > 21.0)
         before = sim.device("bronkhorst").true_flow()
         flow = await client.read_holding_registers(0xA100, count=2, device_id=2)
         percent = await client.read_holding_registers(0x0020, count=2, device_id=2)
@@ -291,7 +310,9 @@ async def test_modbus_tcp_little_endian_generic(
         reply = await client.write_registers(102, float_words(150.0, "little"), device_id=1)
         assert not reply.isError()
         assert sim.device("generic_le").setpoint == pytest.approx(150.0)
-        await asyncio.sleep(0.3)
+        # Until the flow is past 50 SLPM by 10 sigma of noise, so that `before` is too.
+        await transact_until(lambda: read_float(client, 100, 1, "little"),
+                             lambda flow: flow > 52.0)
         before = sim.device("generic_le").true_flow()
         block = await client.read_holding_registers(100, count=4, device_id=1)
         after = sim.device("generic_le").true_flow()
@@ -320,6 +341,12 @@ async def test_rtu_over_tcp(config: StationConfig, sim: SimStation) -> None:
 # --- faults --------------------------------------------------------------------------
 
 
+async def neighbour_answers(client: AsyncModbusSerialClient) -> bool:
+    """Whether the Bronkhorst, next to the Alicat on bus0, answers a read."""
+    reply = await client.read_holding_registers(0xA100, count=2, device_id=2)
+    return not reply.isError()
+
+
 @pytest.mark.parametrize(
     ("fault", "kwargs"),
     [("no_reply", {}), ("bad_crc", {}), ("exception", {"code": 6}), ("exception", {}),
@@ -340,8 +367,8 @@ async def test_faults_on_the_pty(
         neighbour = await client.read_holding_registers(0xA100, count=2, device_id=2)
         assert not neighbour.isError()  # the other device on the line is not affected
         sim.device("alicat").clear_fault()
-        if fault == "slow":
-            await asyncio.sleep(0.3)  # let the late reply go by
+        if fault == "slow":  # let the late reply go by
+            await past_late_replies(sim, "bus0", lambda: neighbour_answers(client))
         assert not (await client.read_holding_registers(1208, count=2, device_id=1)).isError()
     finally:
         client.close()
@@ -383,7 +410,7 @@ async def test_unplug_serial_removes_the_port_and_brings_back_a_new_pty(
     before = os.readlink(port_of(config))
     old = await serial_client(config)
     unplug = asyncio.create_task(sim.line("bus0").unplug(0.3))
-    await asyncio.sleep(0.1)
+    await asyncio.wait_for(sim.line("bus0").unplugged.wait(), 5)
     assert not port_linked(config)
     with pytest.raises((ConnectionException, ModbusIOException)):
         await old.read_holding_registers(1208, count=2, device_id=1)
@@ -402,7 +429,7 @@ async def test_unplug_tcp_closes_the_listener(
 ) -> None:
     settings = config.lines["tcp0"]
     unplug = asyncio.create_task(sim.line("tcp0").unplug(0.3))
-    await asyncio.sleep(0.1)
+    await asyncio.wait_for(sim.line("tcp0").unplugged.wait(), 5)
     with pytest.raises(OSError):
         _, writer = await asyncio.open_connection(settings.host, settings.tcp_port)
         writer.close()

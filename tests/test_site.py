@@ -5,17 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from acquisition.bus import Subscription
 from acquisition.config import StationConfig
 from acquisition.daemon import Daemon
 from acquisition.positions import horizontal_distance_m
 from acquisition.run_state import State
+from drivers.sample import Sample
 from simulators.station import SimStation
-from tests.stations import running_daemon, store_rows
+from tests.stations import free_port, running_daemon, store_rows
 from tests.test_run import plan_of, wait_for_state
 
 LAT, LON = 34.752057, 113.629433
@@ -67,26 +72,61 @@ def site_config(make_config: Callable[..., StationConfig], tmp_path: Path,
     return make_config(extra=site_toml(tmp_path, **options))
 
 
+class Tap:
+    """Passes every call on to an async callable, then wakes `until`: a test awaits what
+    those calls make true (an event recorded, a batch of samples committed)."""
+
+    def __init__(self, target: Callable[..., Awaitable[Any]]) -> None:
+        self.target = target
+        self._called = asyncio.Condition()
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        result = await self.target(*args, **kwargs)
+        async with self._called:
+            self._called.notify_all()
+        return result
+
+    async def until(self, condition: Callable[[], object], timeout_s: float = 10) -> None:
+        """Return once `condition()` holds: checked now and after every call."""
+        async with asyncio.timeout(timeout_s), self._called:
+            await self._called.wait_for(condition)
+
+
 @pytest.fixture
-async def site(site_config: StationConfig) -> AsyncIterator[tuple[SimStation, Daemon]]:
+def recorded(monkeypatch: pytest.MonkeyPatch) -> Tap:
+    """Every event the daemons of this test record (in the store when `until` checks);
+    installed before a daemon is built, since its components keep its `event`."""
+    tap = Tap(Daemon.event)
+
+    async def event(daemon: Daemon, *args: Any, **kwargs: Any) -> Any:
+        return await tap(daemon, *args, **kwargs)
+
+    monkeypatch.setattr(Daemon, "event", event)
+    return tap
+
+
+@pytest.fixture
+async def site(site_config: StationConfig, recorded: Tap
+               ) -> AsyncIterator[tuple[SimStation, Daemon]]:
+    """The simulated site and a daemon on it (`recorded` taps its events from the start)."""
     async with SimStation(site_config) as sim, running_daemon(site_config) as daemon:
         yield sim, daemon
 
 
-
-async def wait_for(condition: Callable[[], object], seconds: float = 10) -> None:
-    for _ in range(int(seconds / 0.05)):
-        if condition():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not met in time")
+async def until_published(subscription: Subscription,
+                          seen: Callable[[Sequence[Sample]], bool]) -> None:
+    """Until a batch published on the bus makes `seen(batch)` true; `seen` gets every
+    batch once and in order, so it may count."""
+    async with asyncio.timeout(10):
+        while not seen(await subscription.queue.get()):
+            pass
 
 
 async def test_survey_position_is_recorded_and_attached_to_runs_and_steps(
-    site_config: StationConfig, site: tuple[SimStation, Daemon]
+    site_config: StationConfig, site: tuple[SimStation, Daemon], recorded: Tap
 ) -> None:
     _sim, daemon = site
-    await wait_for(lambda: "P1" in daemon.site.position_ids)
+    await recorded.until(lambda: "P1" in daemon.site.position_ids)
     position = daemon.site.position("P1")
     assert position is not None and position.n_fixes >= 5
     assert horizontal_distance_m(position.latitude, position.longitude, LAT, LON) < 0.05
@@ -105,14 +145,24 @@ async def test_survey_position_is_recorded_and_attached_to_runs_and_steps(
 
 
 async def test_gnss_met_and_anemometer_samples_are_recorded(
-    site_config: StationConfig, site: tuple[SimStation, Daemon]
+    site_config: StationConfig, site: tuple[SimStation, Daemon], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await asyncio.sleep(2.5)
-    channels = {(device, channel): (n, mean) for device, channel, n, mean in store_rows(
-        site_config, "SELECT device, channel, count(*), avg(value) FROM samples_v "
-                     "WHERE quality = 'ok' GROUP BY device, channel")}
-    for channel in ("lat", "lon", "alt", "fix_quality", "sats", "hdop", "sigma_lat",
-                    "clock_offset", "receiver_utc"):
+    _sim, daemon = site
+    gnss = ("lat", "lon", "alt", "fix_quality", "sats", "hdop", "sigma_lat", "clock_offset",
+            "receiver_utc")
+    expected = {*(("rx1", channel) for channel in gnss), ("ws1", "wind_speed"),
+                ("ws1", "air_temperature"), ("ws1", "air_pressure"), ("anemo", "wind_speed")}
+
+    def recorded_channels() -> dict[tuple[str, str], tuple[int, float]]:
+        return {(device, channel): (n, mean) for device, channel, n, mean in store_rows(
+            site_config, "SELECT device, channel, count(*), avg(value) FROM samples_v "
+                         "WHERE quality = 'ok' GROUP BY device, channel")}
+
+    committed = Tap(daemon.store.add_samples)  # the recorder's commits
+    monkeypatch.setattr(daemon.store, "add_samples", committed)
+    await committed.until(lambda: expected <= recorded_channels().keys())
+    channels = recorded_channels()
+    for channel in gnss:
         assert ("rx1", channel) in channels, channel
     assert channels[("rx1", "fix_quality")][1] == 4.0
     assert channels[("rx1", "lat")][1] == pytest.approx(LAT, abs=1e-6)
@@ -124,11 +174,11 @@ async def test_gnss_met_and_anemometer_samples_are_recorded(
 
 @pytest.mark.parametrize("site_config", [{"clock_offset_s": 2.0}], indirect=True)
 async def test_clock_offset_beyond_the_limit_raises_a_warning_and_is_on_the_run(
-    site_config: StationConfig, site: tuple[SimStation, Daemon]
+    site_config: StationConfig, site: tuple[SimStation, Daemon], recorded: Tap
 ) -> None:
     _sim, daemon = site
-    await wait_for(lambda: store_rows(site_config, "SELECT 1 FROM events "
-                                             "WHERE kind = 'clock.offset_exceeded'"))
+    await recorded.until(lambda: store_rows(site_config, "SELECT 1 FROM events "
+                                                   "WHERE kind = 'clock.offset_exceeded'"))
     detail = json.loads(store_rows(site_config, "SELECT detail FROM events "
                                           "WHERE kind = 'clock.offset_exceeded'")[0][0])
     assert detail["offset_s"] == pytest.approx(2.0, abs=0.3)
@@ -139,10 +189,10 @@ async def test_clock_offset_beyond_the_limit_raises_a_warning_and_is_on_the_run(
 
 
 async def test_gnss_fix_lost_pauses_and_the_run_resumes_when_it_is_back(
-    site_config: StationConfig, site: tuple[SimStation, Daemon]
+    site_config: StationConfig, site: tuple[SimStation, Daemon], recorded: Tap
 ) -> None:
     sim, daemon = site
-    await wait_for(lambda: "P1" in daemon.site.position_ids)
+    await recorded.until(lambda: "P1" in daemon.site.position_ids)
     scheduler = daemon.scheduler
     await scheduler.start(plan_of(site_config, [{"point": "P1", "rate": 0.05, "hold_s": 30}]))
     await wait_for_state(scheduler, State.HOLDING)
@@ -184,8 +234,6 @@ async def test_wind_out_of_range_aborts(
 async def test_nmea_over_tcp_from_a_file_and_after_an_unplug(
     make_config: Callable[..., StationConfig], tmp_path: Path
 ) -> None:
-    from tests.stations import free_port
-
     capture = Path(__file__).parent / "data" / "captures" / "globalsat-bu353s4.nmea"
     config = make_config(extra=f"""
 [gnss.rx_tcp]
@@ -214,20 +262,40 @@ junk = true
 """)
     async with SimStation(config) as sim:
         daemon = Daemon(config)
+        published = daemon.bus.subscribe("test")  # before the daemon runs: every batch
         stop = asyncio.Event()
         task = asyncio.create_task(daemon.run(stop))
-        await daemon.ready.wait()
-        await asyncio.sleep(1.5)
-        await sim.gnss("rx_pty").unplug(1.0)
-        unplugged_at = store_rows(config, "SELECT max(t_ns) FROM samples_v WHERE device = 'rx_pty'")
-        await asyncio.sleep(2.0)
+        await asyncio.wait_for(daemon.ready.wait(), 10)
+        fixes: Counter[str] = Counter()  # good `lat` samples per receiver
+
+        def count(batch: Sequence[Sample]) -> None:
+            fixes.update(s.device for s in batch if s.channel == "lat" and s.ok)
+
+        def read_from_pty(batch: Sequence[Sample]) -> bool:
+            count(batch)
+            return fixes["rx_pty"] > 0
+
+        await until_published(published, read_from_pty)
+        await sim.gnss("rx_pty").unplug(1.0)  # its 1 s is the scenario's, not a wait
+        replugged_ns = time.time_ns()
         stats = daemon.site.gnss["rx_pty"].stats
+        read_again = False
+
+        def all_heard(batch: Sequence[Sample]) -> bool:
+            nonlocal read_again
+            count(batch)
+            read_again |= any(s.device == "rx_pty" and s.t_ns > replugged_ns for s in batch)
+            return (read_again and fixes["rx_tcp"] >= 10 and fixes["rx_file"] >= 10
+                    and stats["bad_checksum"] > 0 and stats["junk_bytes"] > 0
+                    and stats["sentences"] > 20)
+
+        await until_published(published, all_heard)
         stop.set()
         await task
     counts = dict(store_rows(config, "SELECT device, count(*) FROM samples_v WHERE channel = 'lat' "
                                "AND quality = 'ok' GROUP BY device"))
     assert counts["rx_tcp"] >= 10 and counts["rx_file"] == 10  # the capture's 10 fixes
     after = store_rows(config, "SELECT count(*) FROM samples_v "
-                               "WHERE device = 'rx_pty' AND t_ns > ?", unplugged_at[0][0])
+                               "WHERE device = 'rx_pty' AND t_ns > ?", replugged_ns)
     assert after[0][0] > 0, "no GNSS samples after the receiver came back"
     assert stats["bad_checksum"] > 0 and stats["junk_bytes"] > 0 and stats["sentences"] > 20
