@@ -1,29 +1,40 @@
 """Operator commands (MQTT or local): validated as a whole before anything moves.
 
 A command is {"id", "action", "args", "issued_at"}. It is refused, with a reply that
-names the problem and nothing changed, when it is not JSON, not of that shape, an
-unknown action, has bad arguments, arrives retained, is older than its time-to-live (or
-from the future), repeats an id already seen, or does not fit the run's state. Every
-command and its reply is written to the event log.
+names the problem and nothing changed, when it is too large (`too_large`) or nested too
+deep (`too_deep`), not UTF-8 JSON (`bad_json`), carries a number that is not finite
+(`not_finite`: NaN, Infinity, or one that overflows such as 1e999), is not of that shape,
+an unknown action, has bad arguments, arrives retained, is older than its time-to-live (or
+from the future), repeats an id already seen, or does not fit the run's state. A failure
+of our own while handling one (a bug) is answered `internal` and costs that command only.
+Every command and its reply is written to the event log.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
+import re
 import time
 from collections import OrderedDict
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from acquisition.config import ConfigError, StationConfig, pydantic_problems
-from acquisition.events import EventSink
+from acquisition.events import EventSink, HealthSource
 from acquisition.scheduler import RunRejectedError, Scheduler
 from acquisition.sequence import Plan, SequenceSpec, load_sequence, plan_sequence
 
+log = structlog.get_logger(__name__)
+
 RECENT_IDS = 10_000
+MAX_PAYLOAD_BYTES = 65_536  # an inline sequence of a few hundred steps fits
+MAX_DEPTH = 16  # {"args": {"sequence": {"steps": [{...}]}}} is 5 deep
 
 
 class CommandError(Exception):
@@ -34,7 +45,7 @@ class CommandError(Exception):
 
 
 class Args(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class NoArgs(Args):
@@ -72,7 +83,8 @@ ACTIONS: dict[str, type[Args]] = {
 
 
 class Envelope(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: pydantic reads the strings "NaN" and "inf" as floats otherwise
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     id: str = Field(min_length=1, max_length=64)
     action: str = Field(min_length=1, max_length=32)
@@ -93,10 +105,11 @@ def _problems_text(error: ValidationError, prefix: str) -> str:
 
 class CommandProcessor:
     def __init__(self, config: StationConfig, scheduler: Scheduler, emit: EventSink,
-                 ttl_s: float, max_skew_s: float) -> None:
+                 health: HealthSource, ttl_s: float, max_skew_s: float) -> None:
         self.config = config
         self.scheduler = scheduler
         self.emit = emit
+        self.health = health
         self.ttl_s = ttl_s
         self.max_skew_s = max_skew_s
         self._seen: OrderedDict[str, None] = OrderedDict()
@@ -106,35 +119,51 @@ class CommandProcessor:
         for command_id in ids:
             self._seen[command_id] = None
 
-    async def handle(self, payload: bytes | str, retained: bool = False,
-                     source: str = "mqtt") -> dict[str, Any]:
-        """Validate and run one command; always return the reply, never raise."""
+    async def handle(self, payload: bytes | str, retained: bool = False, source: str = "mqtt",
+                     refusal: CommandError | None = None) -> dict[str, Any]:
+        """Validate and run one command; always return the reply (raises only if the event
+        log cannot be written). `refusal` is a problem the transport found (e.g. an MQTT 5
+        response topic one cannot answer on): the command is refused with it."""
         command_id = None
         try:
-            envelope, args = self._validate(payload, retained)
-            command_id = envelope.id
-            self._seen[command_id] = None
+            raw = _parse_json(payload)
+            command_id = _id_of(raw)
+            _check_values(raw, "")
+            if refusal is not None:
+                raise refusal
+            envelope, args = self._validate(raw, retained)
+            self._seen[envelope.id] = None
             while len(self._seen) > RECENT_IDS:
                 self._seen.popitem(last=False)
             result = await self._execute(envelope.action, args)
             reply: dict[str, Any] = {"id": command_id, "ok": True, "result": result}
         except CommandError as error:
-            command_id = command_id or _peek_id(payload)
-            reply = {"id": command_id, "ok": False,
-                     "error": {"code": error.code, "message": error.message}}
+            reply = _error_reply(command_id, error)
+        except Exception as error:  # a bug costs this command, not the daemon
+            log.exception("command failed", command_id=command_id)
+            reply = internal_error_reply(command_id, error)
+            self._stop_gas(f"internal error handling command {command_id}: {error}")
+        await self.record(payload, retained, source, reply)
+        return reply
+
+    def _stop_gas(self, reason: str) -> None:
+        """After a bug in command handling nobody knows what the command did (an estop
+        half done?): a run in progress is aborted, which makes what it touched safe."""
+        with contextlib.suppress(RunRejectedError):
+            if self.scheduler.running:
+                self.scheduler.abort(reason[:500])
+
+    async def record(self, payload: bytes | str, retained: bool, source: str,
+                     reply: dict[str, Any]) -> None:
+        """Write a command and its reply to the event log."""
         await self.emit("command", {"source": source, "payload": _printable(payload),
                                     "retained": retained, "reply": reply},
                         self.scheduler.run_id)
-        return reply
 
-    def _validate(self, payload: bytes | str, retained: bool) -> tuple[Envelope, Args]:
+    def _validate(self, raw: Any, retained: bool) -> tuple[Envelope, Args]:
         if retained:
             raise CommandError("retained", "retained messages are never executed: publish "
                                            "commands with retain = false")
-        try:
-            raw = json.loads(payload)
-        except (ValueError, UnicodeDecodeError) as error:
-            raise CommandError("bad_json", f"payload is not JSON: {error}") from None
         if not isinstance(raw, dict):
             raise CommandError("bad_command", "a command is a JSON object "
                                               '{"id", "action", "args", "issued_at"}')
@@ -150,10 +179,11 @@ class CommandProcessor:
         except ValidationError as error:
             raise CommandError("bad_args", _problems_text(error, "args")) from None
         age = time.time() - envelope.issued_epoch()
-        if age > self.ttl_s:
+        # Written so that a comparison with NaN (always false) refuses rather than passes.
+        if not age <= self.ttl_s:
             raise CommandError("expired", f"issued {age:.1f} s ago, older than the "
                                           f"{self.ttl_s:g} s time-to-live")
-        if age < -self.max_skew_s:
+        if not age >= -self.max_skew_s:
             raise CommandError("expired", f"issued {-age:.1f} s in the future: check the "
                                           "sender's clock")
         if envelope.id in self._seen:
@@ -183,6 +213,8 @@ class CommandProcessor:
                     await scheduler.estop(args.reason)
                 case "annotate", AnnotateArgs():
                     await self.emit("note", {"text": args.text}, scheduler.run_id)
+                case "status", _:
+                    return scheduler.snapshot() | {"health": await self.health()}
         except RunRejectedError as error:
             raise CommandError("not_allowed", str(error)) from None
         except ConfigError as error:
@@ -203,16 +235,105 @@ class CommandProcessor:
         return plan_sequence(spec, self.config, Path("inline sequence"), seed=args.seed)
 
 
-def _peek_id(payload: bytes | str) -> str | None:
-    """The command's id if one can be read at all, so that even a refusal is matched."""
+def _error_reply(command_id: str | None, error: CommandError) -> dict[str, Any]:
+    return {"id": command_id, "ok": False,
+            "error": {"code": error.code, "message": error.message}}
+
+
+def internal_error_reply(command_id: str | None, error: Exception) -> dict[str, Any]:
+    """The reply to a command whose handling failed in our code: the exception's type and
+    message, escaped to valid UTF-8 (the event log stores text only)."""
+    text = f"{type(error).__name__}: {error}"[:1000]
+    return _error_reply(command_id, CommandError(
+        "internal", text.encode("utf-8", "backslashreplace").decode("utf-8")))
+
+
+def _parse_json(payload: bytes | str) -> Any:
+    """The JSON value of a payload, checked for size and depth before it is parsed: json
+    recurses once per level and fails with RecursionError near 1000."""
+    data = payload.encode("utf-8", "surrogatepass") if isinstance(payload, str) else payload
+    if len(data) > MAX_PAYLOAD_BYTES:
+        raise CommandError("too_large", f"payload of {len(data)} bytes; a command has at "
+                                        f"most {MAX_PAYLOAD_BYTES}")
     try:
-        raw = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
-        return None
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise CommandError("bad_json", f"payload is not UTF-8 text: {error}") from None
+    if _nested_too_deep(text):
+        raise CommandError("too_deep", f"payload nested more than {MAX_DEPTH} levels deep "
+                                       "(arrays and objects)")
+    try:
+        raw = json.loads(text)
+    except ValueError as error:
+        raise CommandError("bad_json", f"payload is not JSON: {error}") from None
+    return raw
+
+
+# An escape pair (so that \" stays inside its string), a quote, or a bracket: one pass, no
+# backtracking, whatever the payload.
+_JSON_STRUCTURE = re.compile(r'\\.|["\[\]{}]', re.DOTALL)
+
+
+def _nested_too_deep(text: str) -> bool:
+    """Whether [ and { nest deeper than MAX_DEPTH in `text`, outside strings."""
+    depth = 0
+    in_string = False
+    for match in _JSON_STRUCTURE.finditer(text):
+        token = match.group()
+        if token == '"':
+            in_string = not in_string
+        elif in_string or token[0] == "\\":
+            continue
+        elif token in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
+def _check_values(value: Any, path: str) -> None:
+    """Refuse NaN and infinities (json reads NaN, Infinity and 1e999 as floats) and
+    strings that are not text (lone surrogates, which the event log cannot store)."""
+    where = path or "payload"
+    if isinstance(value, float) and not math.isfinite(value):
+        name = "NaN" if math.isnan(value) else ("-Infinity" if value < 0 else "Infinity")
+        raise CommandError("not_finite", f"{where}: {name} is not a number a command may "
+                                         "carry (NaN, Infinity and numbers as large as 1e999 "
+                                         "are refused)")
+    if isinstance(value, str):
+        _check_text(value, where)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_values(item, f"{path}.{index}" if path else str(index))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_text(key, f"a key in {where}")
+            _check_values(item, f"{path}.{key}" if path else key)
+
+
+def _check_text(text: str, where: str) -> None:
+    if not _is_text(text):
+        raise CommandError("bad_json", f"{where}: a lone surrogate escape (\\ud800-\\udfff) "
+                                       "is not text")
+
+
+def _is_text(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _id_of(raw: Any) -> str | None:
+    """The command's id if one can be read at all, so that even a refusal is matched."""
     value = raw.get("id") if isinstance(raw, dict) else None
-    return value if isinstance(value, str) and len(value) <= 64 else None
+    return value if isinstance(value, str) and len(value) <= 64 and _is_text(value) else None
 
 
 def _printable(payload: bytes | str) -> str:
-    text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else payload
-    return text[:4000]
+    """At most 4000 characters of the payload for the event log, any bytes made text."""
+    data = payload.encode("utf-8", "surrogatepass") if isinstance(payload, str) else payload
+    return data[:16_000].decode("utf-8", "replace")[:4000]

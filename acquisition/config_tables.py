@@ -266,6 +266,8 @@ class MqttConfig(Strict):
     tls: MqttTls | None = None
     telemetry_interval_s: float = Field(1.0, ge=0.05, le=60, description="per device")
     state_interval_s: float = Field(1.0, ge=0.1, le=60)
+    status_interval_s: float = Field(
+        10.0, ge=0.5, le=600, description="retained status with the health counters")
     command_ttl_s: float = Field(30.0, gt=0, le=3600, description="older commands refused")
     max_clock_skew_s: float = Field(5.0, ge=0, le=600, description="commands from the future")
     publish_truth: bool = Field(

@@ -68,11 +68,11 @@ class Daemon:
                                                   self.keeper))
         self.interlocks = Interlocks(config, self.cache, self.site, self.scheduler, self.event)
         self.commands = CommandProcessor(
-            config, self.scheduler, self.event,
+            config, self.scheduler, self.event, self.health,
             ttl_s=config.mqtt.command_ttl_s if config.mqtt else 30.0,
             max_skew_s=config.mqtt.max_clock_skew_s if config.mqtt else 5.0)
-        self.link = (MqttLink(config, self.store, self.bus, self.scheduler, self.commands)
-                     if config.mqtt else None)
+        self.link = (MqttLink(config, self.store, self.bus, self.scheduler, self.commands,
+                              self.health) if config.mqtt else None)
         self.ready = asyncio.Event()  # set once devices are safe and acquisition runs
         self.store_failure: StoreError | None = None  # the store cannot record: stop
         self._store_failed = asyncio.Event()

@@ -13,3 +13,9 @@ from typing import Any, Protocol
 class EventSink(Protocol):
     async def __call__(self, kind: str, detail: dict[str, Any],
                        run_id: str | None = None) -> object: ...
+
+
+class HealthSource(Protocol):
+    """Every worker's counters as one JSON-ready dict (the daemon's `health`)."""
+
+    async def __call__(self) -> dict[str, Any]: ...

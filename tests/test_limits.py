@@ -78,6 +78,7 @@ wind = { device = "ws", channel = "wind_speed", min = 0.5, max = 8.0, stale_afte
 [mqtt]
 telemetry_interval_s = 1.0
 state_interval_s = 1.0
+status_interval_s = 10.0
 command_ttl_s = 30.0
 max_clock_skew_s = 5.0
 reconnect_min_s = 0.5
@@ -113,7 +114,8 @@ CONFIG_KEYS = [
     "safety.wind.min", "safety.wind.max", "safety.wind.stale_after_s",
     "safety.max_manual_duration_s", "safety.check_period_s", "safety.resume_after_s",
     "safety.position_wait_s", "safety.safe_retry_s", "safety.safe_wait_s",
-    "mqtt.telemetry_interval_s", "mqtt.state_interval_s", "mqtt.command_ttl_s",
+    "mqtt.telemetry_interval_s", "mqtt.state_interval_s", "mqtt.status_interval_s",
+    "mqtt.command_ttl_s",
     "mqtt.max_clock_skew_s", "mqtt.reconnect_min_s", "mqtt.reconnect_max_s",
 ]
 SEQUENCE_KEYS = [

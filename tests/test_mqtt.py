@@ -29,7 +29,8 @@ FAST = ('{"settle_window_s": 0.3, "settle_timeout_s": 5, "hold_s": 0.6}')
 
 def mqtt_table(broker: Broker, **extra: object) -> str:
     lines = [f'url = "mqtt://127.0.0.1:{broker.port}"', "telemetry_interval_s = 0.2",
-             "state_interval_s = 0.2", "reconnect_min_s = 1.0", "reconnect_max_s = 1.0"]
+             "state_interval_s = 0.2", "status_interval_s = 1.0", "reconnect_min_s = 1.0",
+             "reconnect_max_s = 1.0"]
     lines += [f"{key} = {json.dumps(value)}" for key, value in extra.items()]
     return "\n[mqtt]\n" + "\n".join(lines) + "\n"
 
@@ -147,6 +148,30 @@ async def test_status_state_and_telemetry(station: Station) -> None:
     telemetry = next(body for topic, body in station.messages
                      if topic == "crf/test/telemetry/alicat")
     assert {row[0] for row in telemetry["samples"]} >= {"flow", "pressure"}
+
+
+async def test_health_counters_in_the_status_and_the_retained_status(
+    station: Station, sim: SimStation
+) -> None:
+    reply = await station.send("status")
+    health = reply["result"]["health"]
+    assert health["lines"]["bus0"]["connected"] and health["lines"]["bus0"]["transactions"] > 0
+    assert health["devices"]["alicat"]["polls"] > 0 and health["devices"]["alicat"]["fault"] is None
+    assert health["safety"] == {"unconfirmed": {}, "late_confirmations": 0, "interlock_trips": 0}
+    assert health["recorder"]["dropped"] == 0
+    assert health["store"] == {"outbox_backlog": health["store"]["outbox_backlog"],
+                               "failure": None}
+    assert health["mqtt"]["connected"] and health["mqtt"]["internal_errors"] == 0
+    sim.device("bronkhorst").set_fault("no_reply")
+    await station.inbox.until(lambda: any(
+        topic == "crf/test/status" and body.get("health", {}).get("devices", {})
+        .get("bronkhorst", {}).get("fault") == "timeout" for topic, body in station.messages),
+        5)  # the retained status is refreshed with the counters every status_interval_s
+    retained = [body for topic, body in station.messages if topic == "crf/test/status"][-1]
+    assert retained["state"] == "online"
+    assert "no valid reply" in retained["health"]["lines"]["bus0"]["last_error"]
+    assert retained["health"]["mqtt"]["commands"] == 1  # the status command above
+    sim.device("bronkhorst").clear_fault()
 
 
 async def test_every_command_works(station: Station, sim: SimStation) -> None:
@@ -323,6 +348,7 @@ async def test_broker_outage_mid_run_loses_nothing(
         queued = {seq for (seq,) in store_rows(
             config, "SELECT seq FROM outbox WHERE payload LIKE ?", f"%{run_id}%")}
         await collector.until_seqs(queued)
+        await asyncio.wait_for(station.daemon.link.caught_up.wait(), 10)  # type: ignore[union-attr]
         connections = station.daemon.link.connections  # type: ignore[union-attr]
         station.listener.cancel()
         await station.close()
@@ -356,6 +382,7 @@ async def test_unsent_outbox_rows_are_replayed_after_a_daemon_restart(
     stop = asyncio.Event()
     task = asyncio.create_task(daemon.run(stop))
     await collector.until_seqs({seq for (seq,) in unsent})
+    await asyncio.wait_for(daemon.link.caught_up.wait(), 10)  # type: ignore[union-attr]
     stop.set()
     await task
     await collector.close()
@@ -455,10 +482,11 @@ async def test_crf_ctl_through_the_secured_broker(
         daemon = Daemon(config)
         stop = asyncio.Event()
         task = asyncio.create_task(daemon.run(stop))
-        await daemon.ready.wait()
+        await asyncio.wait_for(daemon.link.online.wait(), 10)  # type: ignore[union-attr]
         try:
             code, out, _ = await ctl("status")
             assert code == 0 and json.loads(out)["state"] == "idle"
+            assert json.loads(out)["health"]["safety"]["unconfirmed"] == {}
             code, _, err = await ctl("release", "P1", "9", "--duration", "5")
             assert code == 1 and "refused (rejected)" in err and "above the limit" in err
             code, _, err = await ctl("status", user="dut")  # a DUT may not command
