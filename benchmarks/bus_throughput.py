@@ -29,8 +29,8 @@ from pathlib import Path
 from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient
 
-from acquisition.config import StationConfig, load_config
-from acquisition.devices import build_devices
+from acquisition.config.station import StationConfig, load_config
+from acquisition.daemon.devices import build_devices
 from acquisition.logs import configure_logging
 
 N_MFCS = 4

@@ -25,8 +25,8 @@ from pathlib import Path
 import aiomqtt
 import numpy as np
 
-from acquisition.config import StationConfig, load_config
-from acquisition.daemon import Daemon
+from acquisition.config.station import StationConfig, load_config
+from acquisition.daemon.daemon import Daemon
 from acquisition.logs import configure_logging
 from drivers.sample import Sample
 from simulators.station import SimStation

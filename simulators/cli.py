@@ -8,8 +8,8 @@ import signal
 import sys
 from pathlib import Path
 
-from acquisition.cli import stop_on_signals
-from acquisition.config import ConfigError, load_config
+from acquisition.cli.common import stop_on_signals
+from acquisition.config.station import ConfigError, load_config
 from acquisition.logs import configure_logging
 from simulators.settings import SimConfigError
 from simulators.station import SimStation

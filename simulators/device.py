@@ -10,7 +10,7 @@ import numpy as np
 import structlog
 from pymodbus.constants import ExcCodes
 
-from acquisition.config import MfcConfig
+from acquisition.config.station import MfcConfig
 from simulators.faults import Fault
 from simulators.modbus_device import WRITE_FUNCTIONS, ModbusDevice
 from simulators.physics import DEFAULT_NOISE, DEFAULT_TIME_CONSTANT_S, MfcPhysics, Reading

@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from acquisition.config import ModbusMetConfig
+from acquisition.config.station import ModbusMetConfig
 from simulators.modbus_device import ModbusDevice
 from simulators.nmea_out import mda, mwv
 from simulators.settings import MetSim

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from acquisition.config import ModbusMetConfig, StationConfig, pydantic_problems
+from acquisition.config.station import ModbusMetConfig, StationConfig, pydantic_problems
 from simulators.faults import Fault, FaultKind, make_fault
 from simulators.physics import DEFAULT_NOISE, DEFAULT_TIME_CONSTANT_S
 

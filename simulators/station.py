@@ -14,7 +14,7 @@ from typing import Protocol, TypeVar
 
 import numpy as np
 
-from acquisition.config import ModbusMetConfig, StationConfig
+from acquisition.config.station import ModbusMetConfig, StationConfig
 from simulators.device import SimulatedMfc
 from simulators.gnss import Position, SimulatedGnss
 from simulators.line import SimLine

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from acquisition.config import StationConfig, load_config
+from acquisition.config.station import StationConfig, load_config
 from simulators.station import SimStation
 from tests.stations import write_station
 

@@ -12,8 +12,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from acquisition.config import StationConfig
-from acquisition.daemon import Daemon
+from acquisition.config.station import StationConfig
+from acquisition.daemon.daemon import Daemon
 from simulators.station import SimStation
 
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from acquisition.bus import SampleBus, Subscription
-from acquisition.config import StationConfig
-from acquisition.recorder import Recorder
-from acquisition.run_state import State
-from acquisition.store import Store
+from acquisition.config.station import StationConfig
+from acquisition.run.state import State
+from acquisition.samples.bus import SampleBus, Subscription
+from acquisition.samples.recorder import Recorder
+from acquisition.store.store import Store
 from drivers.sample import Sample
 from simulators.station import SimStation
 from tests.stations import running_daemon, store_rows

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from acquisition.config import StationConfig
+from acquisition.config.station import StationConfig
 from acquisition.exit_codes import EXIT_FAILED, EXIT_UNSAFE
-from acquisition.run_state import State
-from acquisition.scheduler import RunRejectedError
+from acquisition.run.scheduler import RunRejectedError
+from acquisition.run.state import State
 from simulators.station import SimStation
 from tests.stations import read_until, running_daemon, start_crf_run, store_rows
 from tests.test_run import POINTS, plan_of

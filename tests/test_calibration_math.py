@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from acquisition.config import ConfigError, StationConfig
-from acquisition.config_tables import GasConfig, MfcConfig
+from acquisition.cli.run import progress_line
+from acquisition.config.station import ConfigError, StationConfig
+from acquisition.config.tables import GasConfig, MfcConfig
 from acquisition.gas import FlowConversion, species, to_kg_h
-from acquisition.ranging import choose_mfc
-from acquisition.run_cli import progress_line
-from acquisition.sequence import SequenceSpec, load_sequence, mfc_capacity_kg_h, plan_sequence
-from acquisition.truth import compute_truth, corrected_flow
+from acquisition.run.ranging import choose_mfc
+from acquisition.run.sequence import SequenceSpec, load_sequence, mfc_capacity_kg_h, plan_sequence
+from acquisition.run.truth import compute_truth, corrected_flow
 from tests.test_run import POINTS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -149,7 +149,7 @@ def test_truth_needs_readings() -> None:
 
 
 def test_shipped_sequences_fit_the_simulated_station() -> None:
-    from acquisition.config import load_config
+    from acquisition.config.station import load_config
 
     config = load_config(REPO / "config" / "sim.toml")
     assert len(load_sequence("demo", config).steps) == 4

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from acquisition.commands import ACTIONS, MAX_DEPTH, MAX_PAYLOAD_BYTES, CommandProcessor
-from acquisition.config import StationConfig
-from acquisition.run_state import State
+from acquisition.config.station import StationConfig
+from acquisition.mqtt.commands import ACTIONS, MAX_DEPTH, MAX_PAYLOAD_BYTES, CommandProcessor
+from acquisition.run.state import State
 from simulators.station import SimStation
 from tests.stations import running_daemon, store_rows
 from tests.test_run import POINTS

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from acquisition.cli import main
-from acquisition.config import ConfigError, load_config
+from acquisition.cli.main import main
+from acquisition.config.station import ConfigError, load_config
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from acquisition.config import StationConfig
-from acquisition.daemon import Daemon
+from acquisition.config.station import StationConfig
+from acquisition.daemon.daemon import Daemon
 from drivers.sample import Quality
 from simulators.station import SimStation
 from tests.stations import read_until

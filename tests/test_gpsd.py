@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from acquisition.config import load_config
+from acquisition.config.station import load_config
 from simulators.gnss import Position, SimulatedGnss, metres_to_degrees
 from simulators.station import SimStation
 from tests.stations import free_port, read_until, write_station

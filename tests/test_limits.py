@@ -16,8 +16,8 @@ from typing import Any, get_args
 import pytest
 from pydantic import BaseModel
 
-from acquisition.config import ConfigError, StationConfig, load_config
-from acquisition.sequence import SequenceSpec, load_sequence
+from acquisition.config.station import ConfigError, StationConfig, load_config
+from acquisition.run.sequence import SequenceSpec, load_sequence
 from tests.stations import write_station
 
 # A station with every table that holds a float, each float given.

@@ -15,10 +15,10 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from acquisition.config import StationConfig
-from acquisition.daemon import Daemon
-from acquisition.run_state import State
-from acquisition.scheduler import Scheduler
+from acquisition.config.station import StationConfig
+from acquisition.daemon.daemon import Daemon
+from acquisition.run.scheduler import Scheduler
+from acquisition.run.state import State
 from simulators.station import SimStation
 from tests.broker import Broker
 from tests.stations import store_rows

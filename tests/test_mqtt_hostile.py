@@ -18,11 +18,11 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from acquisition.commands import ACTIONS, MAX_DEPTH, MAX_PAYLOAD_BYTES
-from acquisition.config import StationConfig
-from acquisition.daemon import Daemon
-from acquisition.mqtt_client import MAX_TOPIC_BYTES, NO_DELAY, topic_problem
-from acquisition.run_state import State
+from acquisition.config.station import StationConfig
+from acquisition.daemon.daemon import Daemon
+from acquisition.mqtt.client import MAX_TOPIC_BYTES, NO_DELAY, topic_problem
+from acquisition.mqtt.commands import ACTIONS, MAX_DEPTH, MAX_PAYLOAD_BYTES
+from acquisition.run.state import State
 from simulators.station import SimStation
 from tests.broker import Broker
 from tests.stations import running_daemon, store_rows

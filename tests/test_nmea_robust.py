@@ -22,10 +22,10 @@ import structlog
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from acquisition import nmea_reader
-from acquisition.bus import SampleBus
-from acquisition.config import StationConfig
-from acquisition.nmea_reader import LOG_EVERY_S, LOGGED_CHARS, NmeaReader
+from acquisition.config.station import StationConfig
+from acquisition.samples.bus import SampleBus
+from acquisition.site import nmea_reader
+from acquisition.site.nmea_reader import LOG_EVERY_S, LOGGED_CHARS, NmeaReader
 from drivers.gnss import Fix, GnssInterpreter, decode_capture
 from drivers.met import MetInterpreter
 from drivers.nmea import NmeaDecoder, Sentence

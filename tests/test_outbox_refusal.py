@@ -13,9 +13,9 @@ from typing import Any
 import aiomqtt
 import structlog
 
-from acquisition.config import StationConfig
-from acquisition.mqtt_client import NO_DELAY
-from acquisition.mqtt_link import MqttLink
+from acquisition.config.station import StationConfig
+from acquisition.mqtt.client import NO_DELAY
+from acquisition.mqtt.link import MqttLink
 from simulators.station import SimStation
 from tests.broker import Broker
 from tests.stations import running_daemon, store_rows

@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from acquisition.clock import ClockMonitor
-from acquisition.config_tables import ReleasePointConfig, SurveyConfig
-from acquisition.positions import (
+from acquisition.config.tables import ReleasePointConfig, SurveyConfig
+from acquisition.site.clock import ClockMonitor
+from acquisition.site.positions import (
     EARTH_RADIUS_M,
     ReleasePoints,
     Survey,

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from acquisition.config import ConfigError, StationConfig
-from acquisition.daemon import Daemon
-from acquisition.run_state import State
-from acquisition.scheduler import RunRejectedError, Scheduler
-from acquisition.sequence import SequenceSpec, conversion_for, plan_sequence
+from acquisition.config.station import ConfigError, StationConfig
+from acquisition.daemon.daemon import Daemon
+from acquisition.run.scheduler import RunRejectedError, Scheduler
+from acquisition.run.sequence import SequenceSpec, conversion_for, plan_sequence
+from acquisition.run.state import State
 from simulators.station import SimStation
 from tests.stations import read_until, running_daemon, start_crf_run, store_rows
 

@@ -23,7 +23,7 @@ import pytest
 from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient
 
-from acquisition.config import StationConfig, load_config
+from acquisition.config.station import StationConfig, load_config
 from drivers.gnss import Fix, GnssInterpreter
 from drivers.met import MetInterpreter
 from drivers.nmea import NmeaDecoder, Sentence

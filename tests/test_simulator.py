@@ -26,7 +26,7 @@ from pymodbus.framer import FramerRTU
 from pymodbus.pdu import DecodePDU
 from pymodbus.pdu.register_message import ReadHoldingRegistersRequest
 
-from acquisition.config import StationConfig, load_config
+from acquisition.config.station import StationConfig, load_config
 from drivers.profile import load_profile
 from simulators.physics import MfcPhysics
 from simulators.registers import RegisterBank

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from acquisition.bus import Subscription
-from acquisition.config import StationConfig
-from acquisition.daemon import Daemon
-from acquisition.positions import horizontal_distance_m
-from acquisition.run_state import State
+from acquisition.config.station import StationConfig
+from acquisition.daemon.daemon import Daemon
+from acquisition.run.state import State
+from acquisition.samples.bus import Subscription
+from acquisition.site.positions import horizontal_distance_m
 from drivers.sample import Sample
 from simulators.station import SimStation
 from tests.stations import free_port, running_daemon, store_rows

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from acquisition.config import ConfigError, StationConfig, load_config
+from acquisition.config.station import ConfigError, StationConfig, load_config
 from acquisition.exit_codes import EXIT_FAILED
-from acquisition.store import MIB, Store, StoreError, StoreFullError
+from acquisition.store.store import MIB, Store, StoreError, StoreFullError
 from drivers.sample import Sample
 from simulators.station import SimStation
 from tests.stations import read_until, start_crf_run, store_rows, write_station

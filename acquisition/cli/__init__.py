@@ -1,0 +1,1 @@
+"""The `crf` command line."""

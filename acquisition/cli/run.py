@@ -1,0 +1,158 @@
+"""`crf run`: one calibration sequence in the foreground, with a live progress line.
+
+The daemon runs underneath (polling, recording, interlocks); the sequence starts once
+every device is confirmed safe. Ctrl-C aborts the run safely (a second Ctrl-C stops
+the daemon at once, which still zeroes everything); SIGTERM does the same as a stop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from typing import TYPE_CHECKING, Any, TextIO
+
+from acquisition.cli.common import load_or_report
+from acquisition.config.station import ConfigError, StationConfig
+from acquisition.exit_codes import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, report_unsafe
+from acquisition.run.sequence import Plan, load_sequence
+from acquisition.run.state import State
+from acquisition.store.store import StoreError
+
+if TYPE_CHECKING:  # the daemon is imported when a run starts: `crf ctl` stays light
+    from acquisition.daemon.daemon import Daemon
+
+REFRESH_S = 1.0
+
+
+def progress_line(view: dict[str, Any]) -> str:
+    """One line that says where the run is, for a terminal or a log."""
+    alarm = (f"  ALARM not confirmed safe: {', '.join(view['unconfirmed'])}"
+             if view.get("unconfirmed") else "")
+    if "step" not in view:
+        return f"run {view.get('run_id')} {view['state']}{alarm}"
+    hold = (f" {view['hold_elapsed_s']:.0f}/{view['hold_s']:.0f} s"
+            if view.get("hold_elapsed_s") is not None else "")
+    truth = (f"  truth {view['truth_so_far_kg_h']:.5g} kg/h"
+             if view.get("truth_so_far_kg_h") is not None else "")
+    target = view.get("target") or "(blind)"
+    minutes, seconds = divmod(int(view.get("eta_s") or 0), 60)
+    mfc = f"[{view['mfc']}]  " if view.get("mfc") else ""
+    return (f"step {view['step']}/{view['steps']}  {view['point']}  {target}  "
+            f"{mfc}{view['state']}{hold}{truth}  ETA {minutes:02d}:{seconds:02d}{alarm}")
+
+
+def summary(daemon: Daemon, out: TextIO) -> None:
+    scheduler = daemon.scheduler
+    plan = scheduler.plan
+    assert plan is not None
+    print(f"\nrun {scheduler.run_id}: {scheduler.final_status}"
+          + (f" ({scheduler.reason})" if scheduler.reason else ""), file=out)
+    print(f"{'step':>4}  {'point':<8} {'target':>14}  {'truth kg/h':>12}  {'U (k=2)':>10}",
+          file=out)
+    for step in plan.steps:
+        if step.index not in scheduler.results:
+            continue
+        truth = scheduler.results[step.index]
+        target = f"{step.target_value:g} {step.target_unit}"
+        if truth is None:
+            print(f"{step.index + 1:>4}  {step.point:<8} {target:>14}  {'-':>12}", file=out)
+        else:
+            print(f"{step.index + 1:>4}  {step.point:<8} {target:>14}  "
+                  f"{truth.mean_kg_h:>12.5g}  {truth.expanded_kg_h:>10.2g}", file=out)
+    print(f"store: {daemon.config.storage.path}", file=out)
+
+
+async def _show_progress(daemon: Daemon, out: TextIO) -> None:
+    tty = out.isatty()
+    last = ""
+    while True:
+        line = progress_line(daemon.scheduler.snapshot())
+        if tty:
+            print(f"\r\033[K{line}", end="", file=out, flush=True)
+        elif line.split("  ETA")[0] != last:  # a log: only when something changed
+            print(line, file=out, flush=True)
+        last = line.split("  ETA")[0]
+        await asyncio.sleep(REFRESH_S)
+
+
+async def run_sequence(config: StationConfig, plan: Plan, operator: str | None,
+                       dut: str | None, out: TextIO = sys.stderr) -> int:
+    """Run the sequence; the exit code. The process does not end while a device the
+    run touched is not confirmed safe, up to `safety.safe_wait_s` of retrying."""
+    from acquisition.daemon.daemon import Daemon
+
+    daemon = Daemon(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def interrupt() -> None:
+        if daemon.scheduler.running and not stop.is_set():
+            print("\nCtrl-C: aborting the run, making everything safe "
+                  "(Ctrl-C again to stop at once)", file=out, flush=True)
+            daemon.scheduler.abort("operator interrupt (Ctrl-C)")
+            loop.remove_signal_handler(signal.SIGINT)
+            loop.add_signal_handler(signal.SIGINT, stop.set)
+        else:
+            stop.set()
+
+    loop.add_signal_handler(signal.SIGINT, interrupt)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    acquiring = asyncio.create_task(daemon.run(stop), name="daemon")
+    ready = asyncio.create_task(daemon.ready.wait())
+    await asyncio.wait([acquiring, ready], return_when=asyncio.FIRST_COMPLETED)
+    if acquiring.done():
+        ready.cancel()
+        acquiring.result()
+        return EXIT_FAILED
+    display = asyncio.create_task(_show_progress(daemon, out), name="progress")
+    try:
+        await daemon.scheduler.start(plan, operator, dut)
+        finished = asyncio.create_task(daemon.scheduler.wait())
+        await asyncio.wait([finished, acquiring], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        display.cancel()
+        stop.set()
+        if daemon.keeper.unconfirmed():
+            print(f"\nwaiting for {', '.join(daemon.keeper.unconfirmed())} to be confirmed "
+                  f"safe (retrying for up to {config.safety.safe_wait_s:g} s)",
+                  file=out, flush=True)
+        await acquiring
+    summary(daemon, out)
+    if daemon.store_failure is not None:
+        print(f"crf run: {daemon.store_failure}", file=out)
+    if unconfirmed := daemon.keeper.unconfirmed():
+        return report_unsafe(unconfirmed, config.safety.safe_wait_s, out)
+    return EXIT_OK if daemon.scheduler.final_status is State.COMPLETED else EXIT_FAILED
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from acquisition.logs import configure_logging
+
+    config = load_or_report(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    try:
+        plan = load_sequence(args.sequence, config)
+    except ConfigError as error:
+        print(f"sequence error:\n{error}", file=sys.stderr)
+        return EXIT_CONFIG
+    configure_logging(args.log_level)
+    try:
+        return asyncio.run(run_sequence(config, plan, args.operator, args.dut))
+    except StoreError as error:  # the store could not be opened
+        print(f"crf run: {error}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    run = commands.add_parser("run", help="run one calibration sequence in the foreground")
+    run.add_argument("--config", required=True, help="station TOML file")
+    run.add_argument("--sequence", required=True,
+                     help="sequence name (in the config's sequences_dir) or a TOML path")
+    run.add_argument("--operator", help="who runs it (recorded with the run)")
+    run.add_argument("--dut", help="device under test (recorded with the run)")
+    run.add_argument("--log-level", default="warning",
+                     choices=["debug", "info", "warning", "error"])
+    run.set_defaults(func=cmd_run)

@@ -1,0 +1,1 @@
+"""The station file: TOML tables validated by pydantic, cross-checked, resolved once at load."""

@@ -1,0 +1,209 @@
+"""Station configuration: TOML validated by pydantic, with errors that name file, key and fix.
+
+Everything a station needs is in one file: where to store, how each serial line or
+TCP gateway is set up, and which MFCs sit on which line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from acquisition.config.tables import (
+    AcquisitionConfig,
+    ClockConfig,
+    GasConfig,
+    GnssConfig,
+    MetConfig,
+    MfcConfig,
+    ModbusMetConfig,
+    MqttConfig,
+    ReleasePointConfig,
+    SafetyConfig,
+    StorageConfig,
+    ValveConfig,
+)
+from acquisition.gas import to_kg_h
+from drivers.modbus_line import LineSettings
+
+
+class StationConfig(BaseModel):
+    """A whole station file. Unknown keys and numbers that are not finite are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    station: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    storage: StorageConfig
+    acquisition: AcquisitionConfig = AcquisitionConfig()
+    lines: dict[str, LineSettings] = {}
+    mfcs: dict[str, MfcConfig] = {}
+    gnss: dict[str, GnssConfig] = {}
+    met: dict[str, MetConfig] = {}
+    release_points: dict[str, ReleasePointConfig] = {}
+    clock: ClockConfig = ClockConfig()
+    gas: GasConfig = GasConfig()
+    valves: dict[str, ValveConfig] = {}
+    safety: SafetyConfig = SafetyConfig()
+    mqtt: MqttConfig | None = Field(None, description="no table: no MQTT")
+    sequences_dir: Path = Field(Path("sequences"),
+                                description="sequence files; relative to the config file")
+    sim: dict[str, Any] = Field({}, description="settings read only by `crf sim`")
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; `problems` are (key path, message) pairs."""
+
+    def __init__(self, path: Path, problems: list[tuple[str, str]]) -> None:
+        self.path = path
+        self.problems = problems
+        lines = [f"{path}: {key}: {message}" if key else f"{path}: {message}"
+                 for key, message in problems]
+        super().__init__("\n".join(lines))
+
+
+# pydantic puts the tag of a tagged union in an error's path: a met table's protocol is
+# no key of the file, so `met.ws.nmea.baudrate` is shown as `met.ws.baudrate`.
+UNION_TAGS = {"met": {"nmea", "modbus"}}
+
+
+def _key_parts(loc: tuple[int | str, ...]) -> list[str]:
+    parts = [str(part) for part in loc]
+    if len(parts) > 2 and parts[2] in UNION_TAGS.get(parts[0], set()):
+        del parts[2]
+    return parts
+
+
+def pydantic_problems(error: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
+    """(key path, message) pairs from a pydantic error, worded for people editing TOML."""
+    problems = []
+    for item in error.errors():
+        parts = _key_parts(item["loc"])
+        key = ".".join([prefix, *parts] if prefix else parts)
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key (check spelling; see config/station.example.toml)"
+        elif item["type"] != "missing" and "input" in item and not isinstance(
+            item["input"], dict | list
+        ):
+            message += f" (got {item['input']!r})"
+        problems.append((key, message))
+    return problems
+
+
+def _profile_problems(
+    key: str, device: MfcConfig | ModbusMetConfig, kind: str
+) -> list[tuple[str, str]]:
+    try:
+        profile = device.resolved_profile()
+    except (ValueError, OSError) as exc:
+        return [(key, str(exc))]
+    if profile.kind != kind:
+        return [(key, f"profile '{profile.name}' is for a {profile.kind}, not a {kind}")]
+    return []
+
+
+def _unit_id_clashes(config: StationConfig) -> list[tuple[str, str]]:
+    """Two Modbus devices at one address on one line. Valves may share a relay module."""
+    devices = [(f"mfcs.{name}", mfc.line, mfc.unit_id) for name, mfc in config.mfcs.items()]
+    devices += [(f"met.{name}", met.line, met.unit_id) for name, met in config.met.items()
+                if isinstance(met, ModbusMetConfig)]
+    relays = {(valve.line, valve.unit_id): f"valves.{name}"
+              for name, valve in config.valves.items()}
+    devices += [(key, line, unit) for (line, unit), key in relays.items()]
+    problems, seen = [], {}
+    for key, line, unit in devices:
+        if (line, unit) in seen:
+            problems.append((f"{key}.unit_id", f"unit id {unit} is already used by "
+                             f"{seen[(line, unit)]} on line '{line}'"))
+        seen.setdefault((line, unit), key)
+    return problems
+
+
+def _cross_check(config: StationConfig) -> list[tuple[str, str]]:
+    """Rules that span tables: line references, shared unit ids, profile overrides."""
+    problems: list[tuple[str, str]] = []
+    problems += _unit_id_clashes(config)
+    for name, mfc in config.mfcs.items():
+        if mfc.line not in config.lines:
+            problems.append(
+                (f"mfcs.{name}.line", f"no line named '{mfc.line}' "
+                 f"(defined: {', '.join(config.lines)})")
+            )
+        if mfc.gas_mode == "gcf" and mfc.gcf is None:
+            problems.append((f"mfcs.{name}.gcf", "gas_mode = 'gcf' needs a `gcf` value"))
+        problems += _profile_problems(f"mfcs.{name}.profile", mfc, "mfc")
+    for name, met in config.met.items():
+        if isinstance(met, ModbusMetConfig):
+            if met.line not in config.lines:
+                problems.append((f"met.{name}.line", f"no line named '{met.line}'"))
+            problems += _profile_problems(f"met.{name}.profile", met, "anemometer")
+    for name, point in config.release_points.items():
+        if point.survey and point.survey.receiver not in config.gnss:
+            problems.append((f"release_points.{name}.survey.receiver",
+                             f"no GNSS receiver named '{point.survey.receiver}' "
+                             f"(defined: {', '.join(config.gnss) or 'none'})"))
+    for name, point in config.release_points.items():
+        for mfc in point.mfcs:
+            if mfc not in config.mfcs:
+                problems.append((f"release_points.{name}.mfcs", f"no MFC named '{mfc}'"))
+        if point.valve and point.valve not in config.valves:
+            problems.append((f"release_points.{name}.valve", f"no valve named '{point.valve}'"))
+        if point.max_rate is not None:
+            try:
+                to_kg_h(point.max_rate, point.max_rate_unit, config.gas.species)
+            except ValueError as error:
+                problems.append((f"release_points.{name}.max_rate_unit", str(error)))
+    for name, valve in config.valves.items():
+        if valve.line not in config.lines:
+            problems.append((f"valves.{name}.line", f"no line named '{valve.line}'"))
+    for key, interlock in (("supply_pressure", config.safety.supply_pressure),
+                           ("wind", config.safety.wind)):
+        known = {*config.mfcs, *config.met}
+        if interlock and interlock.device not in known:
+            problems.append((f"safety.{key}.device", f"no MFC or met device named "
+                             f"'{interlock.device}'"))
+    if config.clock.reference and config.clock.reference not in config.gnss:
+        problems.append(("clock.reference",
+                         f"no GNSS receiver named '{config.clock.reference}'"))
+    return problems
+
+
+def read_toml(path: Path, missing: str = "file not found") -> dict[str, Any]:
+    """A TOML file's tables; ConfigError (naming the file) if absent or not TOML."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(path, [("", missing)]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, [("", f"not valid TOML: {exc}")]) from None
+
+
+def load_config(path: str | Path) -> StationConfig:
+    """Read and validate a station file; raise ConfigError naming every problem found."""
+    path = Path(path)
+    raw = read_toml(path)
+    try:
+        config = StationConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(path, pydantic_problems(exc)) from None
+    problems = _cross_check(config)
+    if problems:
+        raise ConfigError(path, problems)
+    return config.model_copy(update={
+        "storage": config.storage.model_copy(update={
+            "path": _beside(path, config.storage.path)}),
+        "sequences_dir": _beside(path, config.sequences_dir),
+    })
+
+
+def _beside(config_path: Path, path: Path) -> Path:
+    return path if path.is_absolute() else (config_path.parent / path).resolve()
+
+
+def config_hash(config: StationConfig) -> str:
+    """A short stable fingerprint of the validated config, recorded with every run."""
+    return hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:16]

@@ -1,0 +1,1 @@
+"""The daemon: builds the station's parts, starts them in a safe order, stops them safely."""

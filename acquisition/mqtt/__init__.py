@@ -1,0 +1,2 @@
+"""The station on MQTT: topics, the link (status, state, telemetry, outbox), operator
+commands."""

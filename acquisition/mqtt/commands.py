@@ -1,0 +1,339 @@
+"""Operator commands (MQTT or local): validated as a whole before anything moves.
+
+A command is {"id", "action", "args", "issued_at"}. It is refused, with a reply that
+names the problem and nothing changed, when it is too large (`too_large`) or nested too
+deep (`too_deep`), not UTF-8 JSON (`bad_json`), carries a number that is not finite
+(`not_finite`: NaN, Infinity, or one that overflows such as 1e999), is not of that shape,
+an unknown action, has bad arguments, arrives retained, is older than its time-to-live (or
+from the future), repeats an id already seen, or does not fit the run's state. A failure
+of our own while handling one (a bug) is answered `internal` and costs that command only.
+Every command and its reply is written to the event log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import re
+import time
+from collections import OrderedDict
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from acquisition.config.station import ConfigError, StationConfig, pydantic_problems
+from acquisition.events import EventSink, HealthSource
+from acquisition.run.scheduler import RunRejectedError, Scheduler
+from acquisition.run.sequence import Plan, SequenceSpec, load_sequence, plan_sequence
+
+log = structlog.get_logger(__name__)
+
+RECENT_IDS = 10_000
+MAX_PAYLOAD_BYTES = 65_536  # an inline sequence of a few hundred steps fits
+MAX_DEPTH = 16  # {"args": {"sequence": {"steps": [{...}]}}} is 5 deep
+
+
+class CommandError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class Args(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class NoArgs(Args):
+    pass
+
+
+class ReasonArgs(Args):
+    reason: str = Field("operator", max_length=500)
+
+
+class StartArgs(Args):
+    sequence: str | dict[str, Any] = Field(description="a sequence name, or one inline")
+    operator: str | None = Field(None, max_length=200)
+    dut: str | None = Field(None, max_length=2000)
+    seed: int | None = None
+
+
+class ReleaseArgs(Args):
+    point: str
+    rate: float = Field(gt=0)
+    unit: str = "kg/h"
+    duration_s: float = Field(gt=0)
+    operator: str | None = Field(None, max_length=200)
+
+
+class AnnotateArgs(Args):
+    text: str = Field(min_length=1, max_length=5000)
+
+
+ACTIONS: dict[str, type[Args]] = {
+    "start": StartArgs, "pause": ReasonArgs, "resume": NoArgs, "skip": ReasonArgs,
+    "abort": ReasonArgs, "estop": ReasonArgs, "release": ReleaseArgs, "status": NoArgs,
+    "annotate": AnnotateArgs,
+}
+
+
+class Envelope(BaseModel):
+    # allow_inf_nan=False: pydantic reads the strings "NaN" and "inf" as floats otherwise
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    id: str = Field(min_length=1, max_length=64)
+    action: str = Field(min_length=1, max_length=32)
+    args: dict[str, Any] = {}
+    issued_at: float | datetime = Field(description="UNIX seconds or ISO 8601 with zone")
+
+    def issued_epoch(self) -> float:
+        if isinstance(self.issued_at, datetime):
+            if self.issued_at.tzinfo is None:
+                raise CommandError("bad_command", "issued_at: an ISO time needs a time zone")
+            return self.issued_at.timestamp()
+        return float(self.issued_at)
+
+
+def _problems_text(error: ValidationError, prefix: str) -> str:
+    return "; ".join(f"{key}: {message}" for key, message in pydantic_problems(error, prefix))
+
+
+class CommandProcessor:
+    def __init__(self, config: StationConfig, scheduler: Scheduler, emit: EventSink,
+                 health: HealthSource, ttl_s: float, max_skew_s: float) -> None:
+        self.config = config
+        self.scheduler = scheduler
+        self.emit = emit
+        self.health = health
+        self.ttl_s = ttl_s
+        self.max_skew_s = max_skew_s
+        self._seen: OrderedDict[str, None] = OrderedDict()
+
+    def remember(self, ids: list[str]) -> None:
+        """Ids already handled (e.g. before a restart): repeating them is refused."""
+        for command_id in ids:
+            self._seen[command_id] = None
+
+    async def handle(self, payload: bytes | str, retained: bool = False, source: str = "mqtt",
+                     refusal: CommandError | None = None) -> dict[str, Any]:
+        """Validate and run one command; always return the reply (raises only if the event
+        log cannot be written). `refusal` is a problem the transport found (e.g. an MQTT 5
+        response topic one cannot answer on): the command is refused with it."""
+        command_id = None
+        try:
+            raw = _parse_json(payload)
+            command_id = _id_of(raw)
+            _check_values(raw, "")
+            if refusal is not None:
+                raise refusal
+            envelope, args = self._validate(raw, retained)
+            self._seen[envelope.id] = None
+            while len(self._seen) > RECENT_IDS:
+                self._seen.popitem(last=False)
+            result = await self._execute(envelope.action, args)
+            reply: dict[str, Any] = {"id": command_id, "ok": True, "result": result}
+        except CommandError as error:
+            reply = _error_reply(command_id, error)
+        except Exception as error:  # a bug costs this command, not the daemon
+            log.exception("command failed", command_id=command_id)
+            reply = internal_error_reply(command_id, error)
+            self._stop_gas(f"internal error handling command {command_id}: {error}")
+        await self.record(payload, retained, source, reply)
+        return reply
+
+    def _stop_gas(self, reason: str) -> None:
+        """After a bug in command handling nobody knows what the command did (an estop
+        half done?): a run in progress is aborted, which makes what it touched safe."""
+        with contextlib.suppress(RunRejectedError):
+            if self.scheduler.running:
+                self.scheduler.abort(reason[:500])
+
+    async def record(self, payload: bytes | str, retained: bool, source: str,
+                     reply: dict[str, Any]) -> None:
+        """Write a command and its reply to the event log."""
+        await self.emit("command", {"source": source, "payload": _printable(payload),
+                                    "retained": retained, "reply": reply},
+                        self.scheduler.run_id)
+
+    def _validate(self, raw: Any, retained: bool) -> tuple[Envelope, Args]:
+        if retained:
+            raise CommandError("retained", "retained messages are never executed: publish "
+                                           "commands with retain = false")
+        if not isinstance(raw, dict):
+            raise CommandError("bad_command", "a command is a JSON object "
+                                              '{"id", "action", "args", "issued_at"}')
+        try:
+            envelope = Envelope.model_validate(raw)
+        except ValidationError as error:
+            raise CommandError("bad_command", _problems_text(error, "")) from None
+        if envelope.action not in ACTIONS:
+            raise CommandError("unknown_action", f"unknown action '{envelope.action}' "
+                                                 f"(known: {', '.join(ACTIONS)})")
+        try:
+            args = ACTIONS[envelope.action].model_validate(envelope.args)
+        except ValidationError as error:
+            raise CommandError("bad_args", _problems_text(error, "args")) from None
+        age = time.time() - envelope.issued_epoch()
+        # Written so that a comparison with NaN (always false) refuses rather than passes.
+        if not age <= self.ttl_s:
+            raise CommandError("expired", f"issued {age:.1f} s ago, older than the "
+                                          f"{self.ttl_s:g} s time-to-live")
+        if not age >= -self.max_skew_s:
+            raise CommandError("expired", f"issued {-age:.1f} s in the future: check the "
+                                          "sender's clock")
+        if envelope.id in self._seen:
+            raise CommandError("duplicate", f"command id '{envelope.id}' was already handled")
+        return envelope, args
+
+    async def _execute(self, action: str, args: Args) -> dict[str, Any]:
+        scheduler = self.scheduler
+        try:
+            match action, args:
+                case "start", StartArgs():
+                    run_id = await scheduler.start(self._plan(args), args.operator, args.dut)
+                    return {"run_id": run_id, "steps": len(scheduler.plan.steps)}  # type: ignore[union-attr]
+                case "release", ReleaseArgs():
+                    run_id = await scheduler.release(args.point, args.rate, args.unit,
+                                                     args.duration_s, args.operator)
+                    return {"run_id": run_id}
+                case "pause", ReasonArgs():
+                    scheduler.pause(args.reason)
+                case "resume", _:
+                    scheduler.resume()
+                case "skip", ReasonArgs():
+                    scheduler.skip(args.reason)
+                case "abort", ReasonArgs():
+                    scheduler.abort(args.reason)
+                case "estop", ReasonArgs():
+                    await scheduler.estop(args.reason)
+                case "annotate", AnnotateArgs():
+                    await self.emit("note", {"text": args.text}, scheduler.run_id)
+                case "status", _:
+                    return scheduler.snapshot() | {"health": await self.health()}
+        except RunRejectedError as error:
+            raise CommandError("not_allowed", str(error)) from None
+        except ConfigError as error:
+            raise CommandError("rejected", "; ".join(
+                f"{key}: {message}" if key else message
+                for key, message in error.problems)) from None
+        return scheduler.snapshot()
+
+    def _plan(self, args: StartArgs) -> Plan:
+        if isinstance(args.sequence, str):
+            if "/" in args.sequence or args.sequence.endswith(".toml"):
+                raise CommandError("bad_args", "args.sequence: a sequence name, not a path")
+            return load_sequence(args.sequence, self.config, seed=args.seed)
+        try:
+            spec = SequenceSpec.model_validate(args.sequence)
+        except ValidationError as error:
+            raise CommandError("bad_args", _problems_text(error, "args.sequence")) from None
+        return plan_sequence(spec, self.config, Path("inline sequence"), seed=args.seed)
+
+
+def _error_reply(command_id: str | None, error: CommandError) -> dict[str, Any]:
+    return {"id": command_id, "ok": False,
+            "error": {"code": error.code, "message": error.message}}
+
+
+def internal_error_reply(command_id: str | None, error: Exception) -> dict[str, Any]:
+    """The reply to a command whose handling failed in our code: the exception's type and
+    message, escaped to valid UTF-8 (the event log stores text only)."""
+    text = f"{type(error).__name__}: {error}"[:1000]
+    return _error_reply(command_id, CommandError(
+        "internal", text.encode("utf-8", "backslashreplace").decode("utf-8")))
+
+
+def _parse_json(payload: bytes | str) -> Any:
+    """The JSON value of a payload, checked for size and depth before it is parsed: json
+    recurses once per level and fails with RecursionError near 1000."""
+    data = payload.encode("utf-8", "surrogatepass") if isinstance(payload, str) else payload
+    if len(data) > MAX_PAYLOAD_BYTES:
+        raise CommandError("too_large", f"payload of {len(data)} bytes; a command has at "
+                                        f"most {MAX_PAYLOAD_BYTES}")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise CommandError("bad_json", f"payload is not UTF-8 text: {error}") from None
+    if _nested_too_deep(text):
+        raise CommandError("too_deep", f"payload nested more than {MAX_DEPTH} levels deep "
+                                       "(arrays and objects)")
+    try:
+        raw = json.loads(text)
+    except ValueError as error:
+        raise CommandError("bad_json", f"payload is not JSON: {error}") from None
+    return raw
+
+
+# An escape pair (so that \" stays inside its string), a quote, or a bracket: one pass, no
+# backtracking, whatever the payload.
+_JSON_STRUCTURE = re.compile(r'\\.|["\[\]{}]', re.DOTALL)
+
+
+def _nested_too_deep(text: str) -> bool:
+    """Whether [ and { nest deeper than MAX_DEPTH in `text`, outside strings."""
+    depth = 0
+    in_string = False
+    for match in _JSON_STRUCTURE.finditer(text):
+        token = match.group()
+        if token == '"':
+            in_string = not in_string
+        elif in_string or token[0] == "\\":
+            continue
+        elif token in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
+def _check_values(value: Any, path: str) -> None:
+    """Refuse NaN and infinities (json reads NaN, Infinity and 1e999 as floats) and
+    strings that are not text (lone surrogates, which the event log cannot store)."""
+    where = path or "payload"
+    if isinstance(value, float) and not math.isfinite(value):
+        name = "NaN" if math.isnan(value) else ("-Infinity" if value < 0 else "Infinity")
+        raise CommandError("not_finite", f"{where}: {name} is not a number a command may "
+                                         "carry (NaN, Infinity and numbers as large as 1e999 "
+                                         "are refused)")
+    if isinstance(value, str):
+        _check_text(value, where)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_values(item, f"{path}.{index}" if path else str(index))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_text(key, f"a key in {where}")
+            _check_values(item, f"{path}.{key}" if path else key)
+
+
+def _check_text(text: str, where: str) -> None:
+    if not _is_text(text):
+        raise CommandError("bad_json", f"{where}: a lone surrogate escape (\\ud800-\\udfff) "
+                                       "is not text")
+
+
+def _is_text(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _id_of(raw: Any) -> str | None:
+    """The command's id if one can be read at all, so that even a refusal is matched."""
+    value = raw.get("id") if isinstance(raw, dict) else None
+    return value if isinstance(value, str) and len(value) <= 64 and _is_text(value) else None
+
+
+def _printable(payload: bytes | str) -> str:
+    """At most 4000 characters of the payload for the event log, any bytes made text."""
+    data = payload.encode("utf-8", "surrogatepass") if isinstance(payload, str) else payload
+    return data[:16_000].decode("utf-8", "replace")[:4000]

@@ -1,0 +1,1 @@
+"""Driving devices to their safe state, and keeping at it until it is confirmed."""

@@ -1,0 +1,59 @@
+"""The latest readings of every channel, and a short history of each MFC's flow.
+
+Fed from its own bus subscription, so the scheduler (settling, truth windows) and the
+interlocks (staleness, thresholds) read the same samples the recorder stores.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+from acquisition.samples.bus import Subscription
+from drivers.sample import Sample
+
+HISTORY = 20_000  # flow samples kept per device: hours at a few Hz
+
+
+class SampleCache:
+    def __init__(self, subscription: Subscription, history_channels: set[str]) -> None:
+        self.subscription = subscription
+        self.history_channels = history_channels
+        self.latest: dict[tuple[str, str], Sample] = {}
+        self.last_good_mono_ns: dict[tuple[str, str], int] = {}
+        self.history: dict[tuple[str, str], deque[Sample]] = {}
+
+    async def run(self) -> None:
+        while True:
+            self.add(await self.subscription.queue.get())
+
+    def add(self, batch: list[Sample] | tuple[Sample, ...]) -> None:
+        for sample in batch:
+            key = (sample.device, sample.channel)
+            self.latest[key] = sample
+            if sample.ok:
+                self.last_good_mono_ns[key] = sample.mono_ns
+            if sample.channel in self.history_channels:
+                self.history.setdefault(key, deque(maxlen=HISTORY)).append(sample)
+
+    def since(self, device: str, channel: str, mono_ns: int) -> list[Sample]:
+        """Samples of a channel stamped at or after `mono_ns` (history channels only).
+
+        Walks back from the newest only as far as needed: the scheduler asks ten times a
+        second, and the history holds hours."""
+        recent: list[Sample] = []
+        for sample in reversed(self.history.get((device, channel), ())):
+            if sample.mono_ns < mono_ns:
+                break
+            recent.append(sample)
+        recent.reverse()
+        return recent
+
+    def good_age_s(self, device: str, channel: str) -> float | None:
+        """Seconds since the last good reading; None if there never was one."""
+        last = self.last_good_mono_ns.get((device, channel))
+        return None if last is None else (time.monotonic_ns() - last) / 1e9
+
+    def good_value(self, device: str, channel: str) -> float | None:
+        sample = self.latest.get((device, channel))
+        return sample.value if sample is not None and sample.ok else None

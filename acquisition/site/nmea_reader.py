@@ -1,0 +1,137 @@
+"""Reads one NMEA device (GNSS receiver or weather station) into the sample bus.
+
+Bytes come from drivers.stream (reconnecting), sentences from drivers.nmea (counted
+rejects), samples from the device's interpreter. Listeners get every GNSS fix, so the
+release-point surveys, the clock monitor and the interlocks all see the same data.
+
+Nothing a device sends may stop its reader: a sentence whose interpretation raises (a
+bug meeting input nobody foresaw) is counted as `interpret_error`, logged at most once
+per LOG_EVERY_S for each kind of failure, and reading goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import structlog
+
+from acquisition.samples.bus import SampleBus
+from drivers.gnss import Fix, GnssInterpreter
+from drivers.met import MetInterpreter
+from drivers.nmea import NmeaDecoder, Sentence
+from drivers.sample import Sample, now_stamps
+from drivers.stream import StreamSettings, stream_chunks
+
+log = structlog.get_logger(__name__)
+
+LOG_EVERY_S = 60.0  # a receiver repeating a bad sentence each epoch must not flood the log
+LOGGED_CHARS = 120  # enough of an offending sentence or error to recognise it
+
+
+class Interpreter(Protocol):
+    """A device's sentence interpreter. `last_error` says why the last unusable sentence
+    was not used: its own field checks, or (set by the reader) an exception it raised."""
+
+    last_error: str | None
+
+    def interpret(self, sentence: Sentence) -> tuple[list[Sample], Any]: ...
+
+
+class NmeaReader:
+    """One streaming NMEA device: decode, interpret, publish, tell the fix listeners."""
+
+    def __init__(self, name: str, settings: StreamSettings, bus: SampleBus,
+                 interpreter: Interpreter, decoder: NmeaDecoder) -> None:
+        self.name = name
+        self.settings = settings
+        self.bus = bus
+        self.decoder = decoder
+        self.interpreter = interpreter
+        self.fix_listeners: list[Callable[[str, Fix], None]] = []
+        self.connected = False
+        self.reconnects = 0
+        self.stopping = False
+        self._down_reported = False
+        self._quiet_until_ns: dict[str, int] = {}  # failure -> no log line for it before
+        self._unlogged: Counter[str] = Counter()  # failures not logged since the last line
+
+    @property
+    def stats(self) -> Counter[str]:
+        return self.decoder.stats
+
+    def health(self) -> dict[str, Any]:
+        """The reader's figures, JSON-ready. `rejected` holds the decoder's counts by kind
+        (as in drivers.nmea; `junk_bytes` counts bytes) but for the two shown on their own."""
+        stats = self.decoder.stats
+        return {
+            "connected": self.connected,
+            "reconnects": self.reconnects,
+            "sentences": stats["sentences"],
+            "rejected": {kind: count for kind, count in sorted(stats.items())
+                         if kind not in ("sentences", "interpret_error")},
+            "interpret_errors": stats["interpret_error"],
+            "last_error": self.interpreter.last_error,
+        }
+
+    def _on_state(self, up: bool, reason: str) -> None:
+        """stream_chunks reports each change once: an up after a down is a reconnect. A
+        line cut by the link going down cannot go on over the next connection: dropped."""
+        if up and self._down_reported:
+            self.reconnects += 1
+        if not up:
+            self.decoder.flush()
+        self.connected, self._down_reported = up, not up
+
+    async def run(self) -> None:
+        chunks = stream_chunks(self.name, self.settings, self._on_state)
+        try:
+            async for chunk in chunks:
+                if self.stopping:
+                    break
+                self.feed(chunk)
+                await asyncio.sleep(0)  # a fast file replay must not starve the loop
+            self.decoder.flush()  # only a file ends: count a last line cut short
+        finally:
+            await chunks.aclose()
+
+    def feed(self, chunk: bytes) -> None:
+        """Decode one chunk of bytes and publish what it held."""
+        t_ns, mono_ns = now_stamps()
+        batch: list[Sample] = []
+        for sentence in self.decoder.feed(chunk, t_ns, mono_ns):
+            try:
+                samples, fix = self.interpreter.interpret(sentence)
+                if isinstance(fix, Fix):  # surveys and interlocks see the fix at once
+                    for listener in self.fix_listeners:
+                        listener(self.name, fix)
+            except Exception as error:  # what a device sends must never stop the reader
+                self._interpret_failed(sentence, error)
+                continue
+            batch += samples
+        self.bus.publish(batch)
+
+    def _interpret_failed(self, sentence: Sentence, error: Exception) -> None:
+        """Count the sentence and keep the error; log it unless this failure was just logged."""
+        self.stats["interpret_error"] += 1
+        failure = f"{sentence.kind}: {type(error).__name__}"
+        self.interpreter.last_error = f"{failure}: {error}"[:LOGGED_CHARS]
+        if sentence.mono_ns < self._quiet_until_ns.get(failure, sentence.mono_ns):
+            self._unlogged[failure] += 1
+            return
+        self._quiet_until_ns[failure] = sentence.mono_ns + int(LOG_EVERY_S * 1e9)
+        log.error("sentence skipped: interpreting it failed", device=self.name, failure=failure,
+                  error=str(error)[:LOGGED_CHARS], sentence=sentence.raw[:LOGGED_CHARS],
+                  not_logged_before=self._unlogged.pop(failure, 0), exc_info=error)
+
+
+def gnss_reader(name: str, settings: StreamSettings, bus: SampleBus) -> NmeaReader:
+    decoder = NmeaDecoder()
+    return NmeaReader(name, settings, bus, GnssInterpreter(name, decoder.stats), decoder)
+
+
+def met_reader(name: str, settings: StreamSettings, bus: SampleBus) -> NmeaReader:
+    decoder = NmeaDecoder()
+    return NmeaReader(name, settings, bus, MetInterpreter(name, decoder.stats), decoder)

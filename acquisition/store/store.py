@@ -1,0 +1,274 @@
+"""The SQLite run store: the system of record for samples, events, runs and steps.
+
+All SQLite work runs on one dedicated thread, so the event loop never waits on a disk
+commit and the connection is only ever used from one thread. WAL with synchronous=FULL:
+a committed event survives a power cut; samples arrive in ~1 s batches to keep that cheap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import json
+import shutil
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from importlib.resources import files
+from pathlib import Path
+from typing import Any, TypeVar
+
+from acquisition.site.positions import PointPosition
+from drivers.sample import Sample
+
+SCHEMA_VERSION = 1
+MIB = 1 << 20
+T = TypeVar("T")
+
+
+class StoreError(Exception):
+    """The run store cannot be opened or written; the message names the file."""
+
+
+class StoreFullError(StoreError):
+    """The disk or the store's size cap is full: nothing more can be recorded."""
+
+
+def _is_full(error: sqlite3.Error | OSError) -> bool:
+    if isinstance(error, OSError):
+        return error.errno == errno.ENOSPC
+    return (getattr(error, "sqlite_errorcode", None) or 0) & 0xFF == sqlite3.SQLITE_FULL
+
+
+class Store:
+    """Asynchronous facade over one SQLite file, serialized on a single worker thread.
+
+    `max_size_mb` caps the database file (SQLite's max_page_count), so that a field
+    computer's disk keeps room for everything else; reaching it is a StoreFullError."""
+
+    def __init__(self, path: Path, max_size_mb: int | None = None) -> None:
+        self.path = path
+        self.max_size_mb = max_size_mb
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="crf-store")
+        self._db: sqlite3.Connection | None = None
+        self._channel_ids: dict[tuple[str, str, str], int] = {}
+
+    @property
+    def is_open(self) -> bool:
+        return self._db is not None
+
+    async def open(self) -> None:
+        await self._run(self._open)
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._run(self._close)
+        self._executor.shutdown(wait=True)
+
+    async def _run(self, work: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._guarded, work, *args)
+
+    # --- worker-thread side -------------------------------------------------------
+
+    def _guarded(self, work: Callable[..., T], *args: Any) -> T:
+        """Run `work`; a failure becomes one plain StoreError, without the sqlite chain."""
+        try:
+            return work(*args)
+        except (sqlite3.Error, OSError) as error:
+            if self._db is not None and self._db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):  # the next write must not land
+                    self._db.rollback()                   # in a half-done transaction
+            doing = "read run store" if work == self._query else "write run store"
+            raise self._failure(error, doing) from None
+
+    def _failure(self, error: sqlite3.Error | OSError, doing: str) -> StoreError:
+        if _is_full(error):
+            free = shutil.disk_usage(self.path.parent).free
+            return StoreFullError(f"store full: {self.path}, {free} bytes free")
+        return StoreError(f"{self.path}: cannot {doing}: {error}")
+
+    def _open(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA foreign_keys=ON")
+            if self.max_size_mb is not None:
+                page_size = db.execute("PRAGMA page_size").fetchone()[0]
+                db.execute(f"PRAGMA max_page_count={self.max_size_mb * MIB // page_size}")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, SCHEMA_VERSION):
+                raise StoreError(
+                    f"{self.path}: schema version {version}, this crf-daq reads {SCHEMA_VERSION}"
+                )
+            db.executescript(files("acquisition.store").joinpath("schema.sql").read_text())
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except (sqlite3.Error, OSError) as exc:
+            raise self._failure(exc, "open run store") from None
+        self._db = db
+        self._channel_ids = {
+            (device, channel, unit): channel_id
+            for channel_id, device, channel, unit in db.execute(
+                "SELECT id, device, channel, unit FROM channels"
+            )
+        }
+
+    def _close(self) -> None:
+        assert self._db is not None
+        self._db.close()
+        self._db = None
+
+    def _channel_id(self, device: str, channel: str, unit: str) -> int:
+        key = (device, channel, unit)
+        if key not in self._channel_ids:
+            assert self._db is not None
+            cursor = self._db.execute(
+                "INSERT INTO channels (device, channel, unit) VALUES (?, ?, ?)", key
+            )
+            self._channel_ids[key] = int(cursor.lastrowid or 0)
+        return self._channel_ids[key]
+
+    def _insert_samples(self, tagged: Sequence[tuple[Sample, str | None]]) -> None:
+        assert self._db is not None
+        known = dict(self._channel_ids)
+        try:
+            with self._db:
+                self._db.execute("BEGIN")
+                self._db.executemany(
+                    "INSERT INTO samples (run_id, t_ns, channel_id, value, quality, detail)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    [
+                        (run_id, s.t_ns, self._channel_id(s.device, s.channel, s.unit),
+                         s.value, s.quality.value, s.detail)
+                        for s, run_id in tagged
+                    ],
+                )
+        except BaseException:
+            self._channel_ids = known  # channels added here went with the rollback
+            raise
+
+    def _insert_event(self, kind: str, detail: str, run_id: str | None, t_ns: int) -> int:
+        assert self._db is not None
+        cursor = self._db.execute(
+            "INSERT INTO events (run_id, t_ns, kind, detail) VALUES (?, ?, ?, ?)",
+            (run_id, t_ns, kind, detail),
+        )
+        return int(cursor.lastrowid or 0)
+
+    def _insert_position(self, position: PointPosition, t_ns: int) -> int:
+        assert self._db is not None
+        cursor = self._db.execute(
+            "INSERT INTO point_positions (point, t_ns, latitude, longitude, altitude_m,"
+            " h_spread_m, v_spread_m, n_fixes, source, min_quality)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (position.point, t_ns, position.latitude, position.longitude, position.altitude_m,
+             position.horizontal_spread_m, position.vertical_spread_m, position.n_fixes,
+             position.source, position.min_quality),
+        )
+        return int(cursor.lastrowid or 0)
+
+    def _write(self, sql: str, params: Iterable[Any]) -> int:
+        assert self._db is not None
+        cursor = self._db.execute(sql, tuple(params))
+        return int(cursor.rowcount)
+
+    def _enqueue(self, topic: str, payload: dict[str, Any], qos: int) -> int:
+        assert self._db is not None
+        with self._db:
+            self._db.execute("BEGIN")
+            cursor = self._db.execute(
+                "INSERT INTO outbox (topic, payload, qos, created_ns) VALUES (?, '', ?, ?)",
+                (topic, qos, time.time_ns()))
+            seq = int(cursor.lastrowid or 0)
+            body = json.dumps({"seq": seq, **payload}, default=str, ensure_ascii=False)
+            self._db.execute("UPDATE outbox SET payload = ? WHERE seq = ?", (body, seq))
+        return seq
+
+    def _query(self, sql: str, params: Iterable[Any]) -> list[tuple[Any, ...]]:
+        assert self._db is not None
+        return self._db.execute(sql, tuple(params)).fetchall()
+
+    # --- event-loop side ----------------------------------------------------------
+
+    async def add_samples(self, tagged: Sequence[tuple[Sample, str | None]]) -> None:
+        """Commit a batch of samples, each with its run (or None), in one transaction."""
+        if tagged:
+            await self._run(self._insert_samples, tagged)
+
+    async def add_event(
+        self, kind: str, detail: dict[str, Any] | None = None, run_id: str | None = None,
+        t_ns: int | None = None,
+    ) -> int:
+        """Commit one event row now (durable before this returns)."""
+        payload = json.dumps(detail or {}, default=str, ensure_ascii=False)
+        return await self._run(self._insert_event, kind, payload, run_id,
+                               t_ns if t_ns is not None else time.time_ns())
+
+    async def recent_command_ids(self, limit: int = 10_000) -> list[str]:
+        """Ids of the last commands handled, oldest first (to refuse repeats after a restart)."""
+        rows = await self.query(
+            "SELECT json_extract(detail, '$.reply.id') FROM events WHERE kind = 'command'"
+            " ORDER BY id DESC LIMIT ?", limit)
+        return [command_id for (command_id,) in reversed(rows) if command_id]
+
+    async def add_position(self, position: PointPosition) -> int:
+        """Record a release point's position as used from now on; returns its row id."""
+        return await self._run(self._insert_position, position, time.time_ns())
+
+    async def create_run(self, row: dict[str, Any]) -> None:
+        """Insert a run row (status 'running'); committed before this returns."""
+        columns = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        await self._run(self._write, f"INSERT INTO runs ({columns}) VALUES ({marks})",
+                        list(row.values()))
+
+    async def finish_run(self, run_id: str, status: str, reason: str | None,
+                         t_end_ns: int) -> None:
+        """Close a run row; `t_end_ns` is the end the recorder attributes samples by."""
+        await self._run(self._write,
+                        "UPDATE runs SET status = ?, reason = ?, t_end_ns = ? WHERE id = ?",
+                        (status, reason, t_end_ns, run_id))
+
+    async def save_step(self, row: dict[str, Any]) -> None:
+        """Insert or replace a step row (written at arming, again when it ends)."""
+        columns = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        await self._run(self._write,
+                        f"INSERT OR REPLACE INTO steps ({columns}) VALUES ({marks})",
+                        list(row.values()))
+
+    async def mark_interrupted_runs(self) -> list[str]:
+        """Runs left 'running' by a crash become 'interrupted'; returns their ids."""
+        open_runs = [row[0] for row in await self.query(
+            "SELECT id FROM runs WHERE status = 'running'")]
+        for run_id in open_runs:
+            await self.finish_run(run_id, "interrupted",
+                                  "the daemon stopped without closing the run (crash or "
+                                  "power loss); found at the next start", time.time_ns())
+        return open_runs
+
+    async def enqueue(self, topic: str, payload: dict[str, Any], qos: int = 1) -> int:
+        """Queue an MQTT message for store-and-forward; its payload gets `seq`."""
+        return await self._run(self._enqueue, topic, payload, qos)
+
+    async def unsent(self, after_seq: int, limit: int = 100) -> list[tuple[int, str, str, int]]:
+        """(seq, topic, payload, qos) of unsent messages after `after_seq`, oldest first."""
+        return [tuple(row) for row in await self.query(  # type: ignore[misc]
+            "SELECT seq, topic, payload, qos FROM outbox WHERE sent_ns IS NULL AND seq > ?"
+            " ORDER BY seq LIMIT ?", after_seq, limit)]
+
+    async def outbox_backlog(self) -> int:
+        """How many outbox messages wait for the broker's acknowledgement."""
+        return int((await self.query("SELECT count(*) FROM outbox WHERE sent_ns IS NULL"))[0][0])
+
+    async def mark_sent(self, seq: int) -> None:
+        await self._run(self._write, "UPDATE outbox SET sent_ns = ? WHERE seq = ?",
+                        (time.time_ns(), seq))
+
+    async def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        """Read-only helper for tools and tests."""
+        return await self._run(self._query, sql, params)
