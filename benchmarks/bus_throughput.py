@@ -30,8 +30,8 @@ from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient
 
 from acquisition.config.station import StationConfig, load_config
-from acquisition.daemon.devices import build_devices
 from acquisition.logs import configure_logging
+from acquisition.samples.devices import build_devices
 
 N_MFCS = 4
 BITS_PER_CHAR = 11  # 8E1 or 8N2: start + 8 data + parity or 2nd stop + stop
@@ -112,7 +112,7 @@ async def measure_baseline(config: StationConfig, seconds: float) -> float:
         line.port or "", framer=FramerType.RTU, baudrate=line.baudrate, parity=line.parity,
         stopbits=line.stopbits, timeout=0.5, retries=0)
     await client.connect()
-    profile = config.mfcs["mfc1"].resolved_profile()
+    profile = config.mfcs["mfc1"].resolved_profile
     values = 0
     began = time.monotonic()
     while time.monotonic() - began < seconds:
@@ -156,7 +156,7 @@ def main() -> None:
         for baud in (19200, 115200):
             config_path = write_config(Path(folder), baud)
             config = load_config(config_path)
-            registers = config.mfcs["mfc1"].resolved_profile().poll_blocks()[0].count
+            registers = config.mfcs["mfc1"].resolved_profile.poll_blocks()[0].count
             simulator = start_simulator(config_path, Path(config.lines["bus"].port or ""))
             try:
                 tps, vps, failed = asyncio.run(measure_driver(config, args.seconds))

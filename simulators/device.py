@@ -41,7 +41,7 @@ class SimulatedMfc(ModbusDevice):
         noise: float = DEFAULT_NOISE,
         fault: Fault | None = None,
     ) -> None:
-        super().__init__(name, config.unit_id, config.resolved_profile(), fault)
+        super().__init__(name, config.unit_id, config.resolved_profile, fault)
         self.full_scale = config.full_scale
         self.physics = MfcPhysics(
             config.full_scale, rng, time_constant_s=time_constant_s, noise=noise

@@ -49,7 +49,7 @@ class SimulatedAnemometer(ModbusDevice):
 
     def __init__(self, name: str, config: ModbusMetConfig, settings: MetSim,
                  rng: np.random.Generator) -> None:
-        super().__init__(name, config.unit_id, config.resolved_profile())
+        super().__init__(name, config.unit_id, config.resolved_profile)
         self.wind = WindModel(settings, rng)
 
     def true_wind(self) -> Wind:

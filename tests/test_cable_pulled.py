@@ -59,11 +59,11 @@ async def test_daemon_makes_safe_once_the_cable_is_back(
     async with SimStation(config) as sim, running_daemon(config) as daemon:
         scheduler = daemon.scheduler
         await scheduler.start(plan_of(config, [{"point": "P1", "rate": 0.1, "hold_s": 60}]))
-        await asyncio.wait_for(scheduler.until(lambda: scheduler.state is State.HOLDING), 10)
+        await asyncio.wait_for(scheduler.until(lambda status: status.state is State.HOLDING), 10)
         assert gas_flowing(sim)
         sim.line("bus0").pull_cable()
         ended = State.ABORTED if action == "abort" else State.PAUSED
-        await asyncio.wait_for(scheduler.until(lambda: scheduler.state is ended), 10)
+        await asyncio.wait_for(scheduler.until(lambda status: status.state is ended), 10)
         await asyncio.wait_for(daemon.keeper.until(
             lambda: set(daemon.keeper.unconfirmed()) == {"alicat", "V1"}), 10)
         assert gas_flowing(sim)  # the devices kept their state: nothing was confirmed
@@ -78,7 +78,7 @@ async def test_daemon_makes_safe_once_the_cable_is_back(
         assert took < BACK_TO_SAFE_S
         await asyncio.wait_for(daemon.keeper.until(lambda: not daemon.keeper.unconfirmed()),
                                5)
-        assert scheduler.state is ended  # a paused run stays paused until an operator acts
+        assert scheduler.status.state is ended  # a paused run stays paused until an operator acts
         assert scheduler.snapshot()["unconfirmed"] == {}
     confirmed = store_rows(config, "SELECT json_extract(detail, '$.device') FROM events "
                                    "WHERE kind = 'safety.confirmed' ORDER BY id")

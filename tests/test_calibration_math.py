@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from acquisition.cli.run import progress_line
 from acquisition.config.station import ConfigError, StationConfig
 from acquisition.config.tables import GasConfig, MfcConfig
 from acquisition.gas import FlowConversion, species, to_kg_h
 from acquisition.run.ranging import choose_mfc
 from acquisition.run.sequence import SequenceSpec, load_sequence, mfc_capacity_kg_h, plan_sequence
+from acquisition.run.status import progress_line
 from acquisition.run.truth import compute_truth, corrected_flow
 from tests.test_run import POINTS
 

@@ -73,7 +73,7 @@ async def test_any_payload_gets_a_reply_and_moves_nothing(
     if not reply["ok"]:
         assert reply["error"]["code"] and reply["error"]["message"]
         assert reply["error"]["code"] != "internal", reply
-    assert processor.scheduler.state in (State.IDLE, State.ABORTED)
+    assert processor.scheduler.status.state in (State.IDLE, State.ABORTED)
     assert all(device.setpoint == 0.0 for device in sim.devices.values())
 
 
@@ -119,7 +119,7 @@ async def test_hostile_values_are_refused_by_name(
     assert reply["ok"] is False and reply["error"]["code"] == code, reply
     assert words in reply["error"]["message"]
     assert reply["id"] == command_id  # whenever the payload could be read
-    assert processor.scheduler.state is State.IDLE
+    assert processor.scheduler.status.state is State.IDLE
     assert all(device.setpoint == 0.0 for device in sim.devices.values())
 
 

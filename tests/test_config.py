@@ -59,7 +59,7 @@ def test_good_config_loads_with_defaults_and_overrides(tmp_path: Path) -> None:
     assert config.storage.path == tmp_path / "store" / "t.sqlite"
     assert config.lines["bus0"].stopbits == 1
     assert config.acquisition.sample_rate_hz == 2.0
-    profile = config.mfcs["b"].resolved_profile()
+    profile = config.mfcs["b"].resolved_profile
     assert profile.registers["flow"].address == 100
     assert profile.word_order == "little"
 

@@ -92,12 +92,12 @@ async def test_records_every_channel_with_utc_stamps(
             "sum(quality = 'ok') FROM samples_v GROUP BY device, channel, unit").fetchall()
         recorded = conn.execute("SELECT count(*) FROM samples").fetchone()[0]
     expected = {(name, channel) for name, mfc in config.mfcs.items()
-                for channel in mfc.resolved_profile().poll}
+                for channel in mfc.resolved_profile.poll}
     assert {(device, channel) for device, channel, *_ in rows} == expected
     for device, channel, unit, n, first, last, good in rows:
         assert n >= 5 and good == n, (device, channel)
         assert t0 <= first <= last <= t1
-        assert unit == config.mfcs[device].resolved_profile().unit_of(channel)
+        assert unit == config.mfcs[device].resolved_profile.unit_of(channel)
     assert recorded == running.daemon.recorder.committed
     kinds = [kind for kind, _ in events(config)]
     assert kinds[0] == "daemon.start" and kinds[-1] == "daemon.stop"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from acquisition.config.station import StationConfig
-from acquisition.daemon.devices import StationDevices, build_devices
+from acquisition.samples.devices import StationDevices, build_devices
 from drivers.mfc import SetpointError
 from drivers.modbus_line import DeviceExceptionError, DeviceTimeoutError, LineDownError
 from drivers.sample import Quality, Sample

@@ -275,7 +275,7 @@ async def test_fuzz_through_the_broker_never_stops_the_daemon(
             assert reply["error"]["code"] in PAYLOAD_CODES | {"bad_response_topic"}, reply
     assert not daemon.link.health()["internal_errors"]  # type: ignore[union-attr]
     assert daemon.link.connections == 1  # type: ignore[union-attr]  # never dropped
-    assert daemon.scheduler.state is State.IDLE and no_gas(sim)
+    assert daemon.scheduler.status.state is State.IDLE and no_gas(sim)
     assert store_rows(config, "SELECT count(*) FROM runs") == [(0,)]
     assert elapsed < 30, f"the fuzz took {elapsed:.1f} s"
 
@@ -368,7 +368,7 @@ async def test_a_failure_during_a_run_aborts_it_safely(
     the run is aborted, which makes everything it touched safe."""
     scheduler = daemon.scheduler
     await scheduler.start(plan_of(daemon.config, [{"point": "P1", "rate": 0.1, "hold_s": 60}]))
-    await asyncio.wait_for(scheduler.until(lambda: scheduler.state is State.HOLDING), 10)
+    await asyncio.wait_for(scheduler.until(lambda status: status.state is State.HOLDING), 10)
     assert not no_gas(sim)
 
     async def broken(action: str, args: object) -> dict[str, Any]:
@@ -379,5 +379,5 @@ async def test_a_failure_during_a_run_aborts_it_safely(
         failed = await operator.ask("estop")
     assert failed["error"]["code"] == "internal"
     assert await asyncio.wait_for(scheduler.wait(), 10) is State.ABORTED
-    assert "internal error handling command" in (scheduler.reason or "")
+    assert "internal error handling command" in (scheduler.status.reason or "")
     assert no_gas(sim) and not sim.valve_open("V1")

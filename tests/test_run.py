@@ -15,8 +15,9 @@ import pytest
 from acquisition.config.station import ConfigError, StationConfig
 from acquisition.daemon.daemon import Daemon
 from acquisition.run.scheduler import RunRejectedError, Scheduler
-from acquisition.run.sequence import SequenceSpec, conversion_for, plan_sequence
+from acquisition.run.sequence import SequenceSpec, plan_sequence
 from acquisition.run.state import State
+from acquisition.run.status import RunStatus
 from simulators.station import SimStation
 from tests.stations import read_until, running_daemon, start_crf_run, store_rows
 
@@ -79,7 +80,7 @@ async def test_sequence_completes_and_truth_agrees_with_the_simulator(
     assert len(steps) == 4
     for idx, mfcs_json, mean, expanded, budget_json, stable, _flags in steps:
         assignment = json.loads(mfcs_json)
-        true_rate = conversion_for(config, assignment["mfc"]).mass_rate(
+        true_rate = config.conversion(assignment["mfc"]).mass_rate(
             assignment["setpoint"])  # the simulator's true flow once settled = setpoint
         assert stable == 1
         assert abs(mean - true_rate) <= expanded, (idx, mean, true_rate, expanded)
@@ -140,7 +141,7 @@ async def test_interlock_comm_loss_aborts_and_zeroes(
         await wait_for_state(daemon.scheduler, State.HOLDING)
         sim.device("bronkhorst").set_fault("no_reply")
         assert await asyncio.wait_for(daemon.scheduler.wait(), 10) is State.ABORTED
-        assert "interlock comm_loss" in (daemon.scheduler.reason or "")
+        assert "interlock comm_loss" in (daemon.scheduler.status.reason or "")
         assert sim.device("bronkhorst").setpoint > 0  # it could not be reached to zero it
         sim.device("bronkhorst").clear_fault()
         # the MFC is zeroed as soon as it answers again
@@ -150,15 +151,13 @@ async def test_interlock_comm_loss_aborts_and_zeroes(
 
 async def wait_for_state(scheduler: Scheduler, state: State, step: int | None = None) -> None:
     """Until the run is in `state` (of step number `step`, if given): a transition."""
-    def reached() -> bool:
-        return scheduler.state is state and (
-            step is None or (scheduler.progress is not None
-                             and scheduler.progress.step.index + 1 == step))
+    def reached(status: RunStatus) -> bool:
+        return status.state is state and (step is None or status.step == step)
 
     try:
         await asyncio.wait_for(scheduler.until(reached), 10)
     except TimeoutError:
-        raise AssertionError(f"scheduler never reached {state} (is {scheduler.state})"
+        raise AssertionError(f"scheduler never reached {state} (is {scheduler.status.state})"
                              ) from None
 
 
@@ -217,8 +216,8 @@ async def test_manual_release_ends_by_itself_and_respects_limits(
     assert await asyncio.wait_for(scheduler.wait(), 10) is State.COMPLETED
     assert 2.5 <= time.monotonic() - began < 4.0
     assert sim.device("alicat").setpoint == 0.0
-    truth = scheduler.results[0]
-    assert truth is not None and truth.mean_kg_h == pytest.approx(0.1, rel=0.03)
+    truth = scheduler.status.results[0].truth_kg_h
+    assert truth is not None and truth == pytest.approx(0.1, rel=0.03)
     assert store_rows(config, "SELECT sequence_name, operator FROM runs") == [("manual", "ops")]
 
 
@@ -277,7 +276,7 @@ async def test_settle_timeout_skips_or_aborts(
         assert steps[0] == (0, 0, "settle_timeout", None) and steps[1][1] == 1
     else:
         assert len(steps) == 1
-        assert "did not settle within 1.0 s" in (daemon.scheduler.reason or "")
+        assert "did not settle within 1.0 s" in (daemon.scheduler.status.reason or "")
 
 
 async def test_ctrl_c_aborts_a_local_run_safely(config: StationConfig, sim: SimStation,

@@ -227,7 +227,7 @@ async def test_wind_out_of_range_aborts(
     await wait_for_state(scheduler, State.HOLDING)
     sim.met("ws1").wind.speed_m_s = 12.0  # type: ignore[union-attr]
     assert await asyncio.wait_for(scheduler.wait(), 10) is State.ABORTED
-    assert "above the ceiling of 8.0" in (scheduler.reason or "")
+    assert "above the ceiling of 8.0" in (scheduler.status.reason or "")
     assert sim.device("bronkhorst").setpoint == 0.0
 
 

@@ -21,10 +21,10 @@ from typing import Any
 import aiomqtt
 
 from acquisition.cli.common import load_or_report
-from acquisition.cli.run import progress_line
 from acquisition.config.station import StationConfig
 from acquisition.exit_codes import EXIT_CONFIG, EXIT_FAILED, EXIT_NO_REPLY
 from acquisition.mqtt.client import Topics, make_client
+from acquisition.run.status import progress_line
 
 BAR_WIDTH = 20
 

@@ -11,13 +11,14 @@ import argparse
 import asyncio
 import signal
 import sys
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from acquisition.cli.common import load_or_report
 from acquisition.config.station import ConfigError, StationConfig
 from acquisition.exit_codes import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, report_unsafe
 from acquisition.run.sequence import Plan, load_sequence
 from acquisition.run.state import State
+from acquisition.run.status import progress_line
 from acquisition.store.store import StoreError
 
 if TYPE_CHECKING:  # the daemon is imported when a run starts: `crf ctl` stays light
@@ -26,41 +27,17 @@ if TYPE_CHECKING:  # the daemon is imported when a run starts: `crf ctl` stays l
 REFRESH_S = 1.0
 
 
-def progress_line(view: dict[str, Any]) -> str:
-    """One line that says where the run is, for a terminal or a log."""
-    alarm = (f"  ALARM not confirmed safe: {', '.join(view['unconfirmed'])}"
-             if view.get("unconfirmed") else "")
-    if "step" not in view:
-        return f"run {view.get('run_id')} {view['state']}{alarm}"
-    hold = (f" {view['hold_elapsed_s']:.0f}/{view['hold_s']:.0f} s"
-            if view.get("hold_elapsed_s") is not None else "")
-    truth = (f"  truth {view['truth_so_far_kg_h']:.5g} kg/h"
-             if view.get("truth_so_far_kg_h") is not None else "")
-    target = view.get("target") or "(blind)"
-    minutes, seconds = divmod(int(view.get("eta_s") or 0), 60)
-    mfc = f"[{view['mfc']}]  " if view.get("mfc") else ""
-    return (f"step {view['step']}/{view['steps']}  {view['point']}  {target}  "
-            f"{mfc}{view['state']}{hold}{truth}  ETA {minutes:02d}:{seconds:02d}{alarm}")
-
-
 def summary(daemon: Daemon, out: TextIO) -> None:
-    scheduler = daemon.scheduler
-    plan = scheduler.plan
-    assert plan is not None
-    print(f"\nrun {scheduler.run_id}: {scheduler.final_status}"
-          + (f" ({scheduler.reason})" if scheduler.reason else ""), file=out)
+    status = daemon.scheduler.status
+    print(f"\nrun {status.run_id}: {status.state}"
+          + (f" ({status.reason})" if status.reason else ""), file=out)
     print(f"{'step':>4}  {'point':<8} {'target':>14}  {'truth kg/h':>12}  {'U (k=2)':>10}",
           file=out)
-    for step in plan.steps:
-        if step.index not in scheduler.results:
-            continue
-        truth = scheduler.results[step.index]
-        target = f"{step.target_value:g} {step.target_unit}"
-        if truth is None:
-            print(f"{step.index + 1:>4}  {step.point:<8} {target:>14}  {'-':>12}", file=out)
-        else:
-            print(f"{step.index + 1:>4}  {step.point:<8} {target:>14}  "
-                  f"{truth.mean_kg_h:>12.5g}  {truth.expanded_kg_h:>10.2g}", file=out)
+    for result in status.results:
+        truth = (f"{result.truth_kg_h:>12.5g}  {result.u_expanded_kg_h:>10.2g}"
+                 if result.truth_kg_h is not None and result.u_expanded_kg_h is not None
+                 else f"{'-':>12}")
+        print(f"{result.step:>4}  {result.point:<8} {result.target:>14}  {truth}", file=out)
     print(f"store: {daemon.config.storage.path}", file=out)
 
 
@@ -124,7 +101,7 @@ async def run_sequence(config: StationConfig, plan: Plan, operator: str | None,
         print(f"crf run: {daemon.store_failure}", file=out)
     if unconfirmed := daemon.keeper.unconfirmed():
         return report_unsafe(unconfirmed, config.safety.safe_wait_s, out)
-    return EXIT_OK if daemon.scheduler.final_status is State.COMPLETED else EXIT_FAILED
+    return EXIT_OK if daemon.scheduler.status.state is State.COMPLETED else EXIT_FAILED
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import tomllib
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from acquisition.config.tables import (
     StorageConfig,
     ValveConfig,
 )
-from acquisition.gas import to_kg_h
+from acquisition.gas import FlowConversion, to_kg_h
 from drivers.modbus_line import LineSettings
 
 
@@ -52,6 +53,14 @@ class StationConfig(BaseModel):
     sequences_dir: Path = Field(Path("sequences"),
                                 description="sequence files; relative to the config file")
     sim: dict[str, Any] = Field({}, description="settings read only by `crf sim`")
+
+    @cached_property
+    def conversions(self) -> dict[str, FlowConversion]:
+        """Each MFC's flow-to-mass conversion, resolved once (see `load_config`)."""
+        return {name: mfc.conversion(self.gas) for name, mfc in self.mfcs.items()}
+
+    def conversion(self, mfc: str) -> FlowConversion:
+        return self.conversions[mfc]
 
 
 class ConfigError(Exception):
@@ -98,7 +107,7 @@ def _profile_problems(
     key: str, device: MfcConfig | ModbusMetConfig, kind: str
 ) -> list[tuple[str, str]]:
     try:
-        profile = device.resolved_profile()
+        profile = device.resolved_profile
     except (ValueError, OSError) as exc:
         return [(key, str(exc))]
     if profile.kind != kind:
@@ -193,11 +202,13 @@ def load_config(path: str | Path) -> StationConfig:
     problems = _cross_check(config)
     if problems:
         raise ConfigError(path, problems)
-    return config.model_copy(update={
+    config = config.model_copy(update={
         "storage": config.storage.model_copy(update={
             "path": _beside(path, config.storage.path)}),
         "sequences_dir": _beside(path, config.sequences_dir),
     })
+    _ = config.conversions  # profiles and conversions resolved now, not on the hot path
+    return config
 
 
 def _beside(config_path: Path, path: Path) -> Path:

@@ -6,6 +6,7 @@ silently ignored setting.
 
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -19,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from acquisition.gas import species
+from acquisition.gas import FlowConversion, species
 from drivers.gnss import SurveyQuality
 from drivers.profile import Profile, WordOrder, available_profiles, load_profile
 from drivers.stream import StreamSettings
@@ -95,9 +96,26 @@ class MfcConfig(Strict):
             )
         return value
 
+    @cached_property
     def resolved_profile(self) -> Profile:
-        """The profile with this device's address and word-order overrides applied."""
+        """The profile with this device's address and word-order overrides applied; read
+        and validated once, when the config loads (see `load_config`)."""
         return load_profile(self.profile).with_overrides(self.registers, self.word_order)
+
+    def conversion(self, gas: GasConfig) -> FlowConversion:
+        """Flow to mass rate for this MFC: the gas released, the MFC's own reference
+        conditions (its config, else its profile's), and the GCF if it is used."""
+        profile = self.resolved_profile
+        return FlowConversion(
+            gas=gas.species,
+            reference_temperature_c=(self.reference_temperature_c
+                                     if self.reference_temperature_c is not None
+                                     else profile.reference_temperature_c),
+            reference_pressure_kpa=(self.reference_pressure_kpa
+                                    if self.reference_pressure_kpa is not None
+                                    else profile.reference_pressure_kpa),
+            purity=gas.purity,
+            gcf=self.gcf if self.gas_mode == "gcf" and self.gcf else 1.0)
 
 
 class GnssConfig(StreamSettings):
@@ -124,6 +142,7 @@ class ModbusMetConfig(Strict):
     registers: dict[str, int] = Field({}, description="register address overrides")
     word_order: WordOrder | None = None
 
+    @cached_property
     def resolved_profile(self) -> Profile:
         return load_profile(self.profile).with_overrides(self.registers, self.word_order)
 

@@ -17,7 +17,6 @@ import structlog
 
 from acquisition import __version__
 from acquisition.config.station import StationConfig, config_hash
-from acquisition.daemon.devices import StationDevices, build_devices
 from acquisition.mqtt.commands import CommandProcessor
 from acquisition.mqtt.link import MqttLink
 from acquisition.run.interlocks import Interlocks
@@ -25,6 +24,7 @@ from acquisition.run.scheduler import RunRejectedError, Scheduler, StationContex
 from acquisition.safety.keeper import SafeStateKeeper
 from acquisition.samples.bus import SampleBus
 from acquisition.samples.cache import SampleCache
+from acquisition.samples.devices import StationDevices, build_devices
 from acquisition.samples.poller import DevicePoller
 from acquisition.samples.recorder import Recorder
 from acquisition.site.site import Site

@@ -158,7 +158,7 @@ class CommandProcessor:
         """Write a command and its reply to the event log."""
         await self.emit("command", {"source": source, "payload": _printable(payload),
                                     "retained": retained, "reply": reply},
-                        self.scheduler.run_id)
+                        self.scheduler.status.run_id)
 
     def _validate(self, raw: Any, retained: bool) -> tuple[Envelope, Args]:
         if retained:
@@ -196,7 +196,7 @@ class CommandProcessor:
             match action, args:
                 case "start", StartArgs():
                     run_id = await scheduler.start(self._plan(args), args.operator, args.dut)
-                    return {"run_id": run_id, "steps": len(scheduler.plan.steps)}  # type: ignore[union-attr]
+                    return {"run_id": run_id, "steps": scheduler.status.steps}
                 case "release", ReleaseArgs():
                     run_id = await scheduler.release(args.point, args.rate, args.unit,
                                                      args.duration_s, args.operator)
@@ -212,7 +212,7 @@ class CommandProcessor:
                 case "estop", ReasonArgs():
                     await scheduler.estop(args.reason)
                 case "annotate", AnnotateArgs():
-                    await self.emit("note", {"text": args.text}, scheduler.run_id)
+                    await self.emit("note", {"text": args.text}, scheduler.status.run_id)
                 case "status", _:
                     return scheduler.snapshot() | {"health": await self.health()}
         except RunRejectedError as error:

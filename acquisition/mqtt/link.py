@@ -31,6 +31,7 @@ from acquisition.mqtt.client import AckedClient, Topics, make_client, topic_prob
 from acquisition.mqtt.commands import CommandError, CommandProcessor, internal_error_reply
 from acquisition.run.scheduler import Scheduler
 from acquisition.run.state import FINAL
+from acquisition.run.status import redact
 from acquisition.samples.bus import SampleBus
 from acquisition.store.store import Store
 from drivers.sample import Sample
@@ -40,9 +41,6 @@ log = structlog.get_logger(__name__)
 TELEMETRY_MAX_AGE_S = 10.0  # after an outage, older telemetry is not worth sending
 STATE_REFRESH_S = 10.0  # republish an unchanged state this often
 STOP_CHECK_S = 0.5  # every loop looks at `stopping` at least this often
-# What would reveal a blind run's rate: targets, truths, and which MFC (its range) is used.
-BLIND_KEYS = {"setpoint", "target", "target_kg_h", "truth_kg_h", "u_expanded_kg_h",
-              "truth_so_far_kg_h", "mfc", "unit"}
 
 
 class MqttLink:
@@ -81,26 +79,19 @@ class MqttLink:
         message = {"run_id": run_id, "t_ns": t_ns, "kind": kind, "detail": detail}
         topic = (self.topics.run_step(run_id) if kind == "step.result"
                  else self.topics.run_event(run_id))
-        if self._blind(run_id):
+        status = self.scheduler.status
+        this_blind_run = status.blind and status.run_id == run_id
+        if this_blind_run and status.hidden:
             if self.mqtt.publish_truth and kind == "step.result":
                 await self.store.enqueue(self.topics.truth(run_id), message)
-            message = message | {"detail": {k: v for k, v in detail.items()
-                                            if k not in BLIND_KEYS}}
+            message = message | {"detail": redact(detail)}
         await self.store.enqueue(topic, message)
-        if kind == "run.state" and detail.get("state") in FINAL and self._was_blind(run_id):
+        if kind == "run.state" and detail.get("state") in FINAL and this_blind_run:
             await self.store.enqueue(self.topics.run_event(run_id), {
                 "run_id": run_id, "t_ns": t_ns, "kind": "run.unblinded",
-                "detail": {"steps": {index: (truth.to_dict() if truth else None)
-                                     for index, truth in self.scheduler.results.items()}}})
+                "detail": {"steps": status.results_dict()}})
         self.caught_up.clear()
         self._outbox_wake.set()
-
-    def _was_blind(self, run_id: str) -> bool:
-        plan = self.scheduler.plan
-        return plan is not None and plan.spec.blind and self.scheduler.run_id == run_id
-
-    def _blind(self, run_id: str) -> bool:
-        return self._was_blind(run_id) and self.scheduler.final_status is None
 
     @property
     def connected(self) -> bool:
@@ -212,7 +203,7 @@ class MqttLink:
         while not self.stopping:
             await asyncio.sleep(self.mqtt.telemetry_interval_s)
             horizon = time.time_ns() - int(TELEMETRY_MAX_AGE_S * 1e9)
-            hidden = set(self.config.mfcs) if self._blind_now() else set()
+            hidden = set(self.config.mfcs) if self.scheduler.status.hidden else set()
             by_device: dict[str, list[Sample]] = {}
             for sample in self.telemetry.take_all():
                 if sample.t_ns >= horizon and sample.device not in hidden:
@@ -222,10 +213,6 @@ class MqttLink:
                     "device": device,
                     "samples": [[s.channel, s.t_ns, s.value, s.unit, s.quality.value]
                                 for s in samples]}), qos=0)
-
-    def _blind_now(self) -> bool:
-        run_id = self.scheduler.run_id
-        return run_id is not None and self._blind(run_id)
 
     async def _publish_state(self, client: aiomqtt.Client) -> None:
         """The live run state when it changes (and every STATE_REFRESH_S), the retained

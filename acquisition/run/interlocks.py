@@ -44,9 +44,10 @@ class Interlocks:
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self.config.safety.check_period_s)
-            if self.scheduler.state in GAS_COMMANDED:
+            state = self.scheduler.status.state
+            if state in GAS_COMMANDED:
                 await self.check()
-            elif self.scheduler.state is State.PAUSED and self.paused_by:
+            elif state is State.PAUSED and self.paused_by:
                 await self._maybe_resume()
             else:
                 self.paused_by = None
@@ -67,19 +68,19 @@ class Interlocks:
         if hold_off > 0 and now - self._clear_since >= hold_off:
             name, self.paused_by, self._clear_since = self.paused_by, None, None
             await self.emit("interlock.cleared", {"interlock": name, "clear_for_s": hold_off},
-                            self.scheduler.run_id)
+                            self.scheduler.status.run_id)
             with contextlib.suppress(RunRejectedError):
                 self.scheduler.resume()
 
     def _violations(self) -> list[tuple[str, str, str]]:
-        progress = self.scheduler.progress
-        if progress is None:
-            return []
+        status = self.scheduler.status
+        if status.mfc is None or status.point is None or status.phase_started_mono is None:
+            return []  # no step in progress
         safety = self.config.safety
         found = []
-        mfc = progress.assignment.mfc
+        mfc = status.mfc
         age = self.cache.good_age_s(mfc, "flow")
-        phase_age = time.monotonic() - progress.phase_started_mono
+        phase_age = time.monotonic() - status.phase_started_mono
         if (age is None and phase_age > safety.comm_loss.after_s) or (
                 age is not None and age > safety.comm_loss.after_s):
             found.append(("comm_loss", safety.comm_loss.action,
@@ -89,7 +90,7 @@ class Interlocks:
                                 ("wind", safety.wind)):
             if interlock is not None and (reason := self._out_of_range(interlock)):
                 found.append((name, interlock.action, reason))
-        if safety.gnss_fix_action != "ignore" and (reason := self._fix_lost(progress.step.point)):
+        if safety.gnss_fix_action != "ignore" and (reason := self._fix_lost(status.point)):
             found.append(("gnss_fix", safety.gnss_fix_action, reason))
         return found
 
@@ -124,7 +125,7 @@ class Interlocks:
         self.trips += 1
         log.warning("interlock tripped", interlock=name, action=action, reason=reason)
         await self.emit("interlock", {"interlock": name, "action": action, "reason": reason},
-                        self.scheduler.run_id)
+                        self.scheduler.status.run_id)
         try:
             if action == "pause":
                 self.scheduler.pause(f"interlock {name}: {reason}")

@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from acquisition.config.station import StationConfig
-from acquisition.run.sequence import conversion_for
 
 
 @dataclass(frozen=True)
@@ -28,7 +27,7 @@ def choose_mfc(config: StationConfig, point: str, kg_h: float) -> Assignment:
         return Assignment(smallest, 0.0, 0.0)
     fitting = []
     for name in names:
-        setpoint = conversion_for(config, name).setpoint_for(kg_h)
+        setpoint = config.conversion(name).setpoint_for(kg_h)
         fraction = setpoint / config.mfcs[name].full_scale
         low, high = config.mfcs[name].accurate_span
         if fraction <= min(high, 1.0):

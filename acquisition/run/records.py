@@ -10,6 +10,7 @@ from acquisition import __version__
 from acquisition.config.station import StationConfig, config_hash
 from acquisition.run.ranging import Assignment
 from acquisition.run.sequence import Plan, PlannedStep
+from acquisition.run.truth import Truth
 from acquisition.site.site import Site
 
 
@@ -46,3 +47,21 @@ def run_row(config: StationConfig, site: Site, run_id: str | None, plan: Plan,
         "clock_offset_s": site.clock.offset_s if site.clock else None,
         "t_start_ns": time.time_ns(), "status": "running",
     }
+
+
+def ended_step_row(armed: dict[str, Any], flags: list[str], truth: Truth | None,
+                   stable_at_mono_ns: int | None) -> dict[str, Any]:
+    """The step's row as it ended: stable when, QC flags, and the truth with its budget."""
+    now_ns, now_mono_ns = time.time_ns(), time.monotonic_ns()
+    row = armed | {
+        "t_end_ns": now_ns,
+        "t_stable_ns": (now_ns - (now_mono_ns - stable_at_mono_ns)
+                        if stable_at_mono_ns is not None else None),
+        "stable": int(stable_at_mono_ns is not None),
+        "qc_flags": ",".join(flags) or None,
+    }
+    if truth is not None:
+        row |= {"truth_mean": truth.mean_kg_h, "truth_std": truth.std_kg_h,
+                "truth_n": truth.n, "truth_unit": "kg/h", "u_standard": truth.u_kg_h,
+                "u_expanded": truth.expanded_kg_h, "budget_json": json.dumps(truth.to_dict())}
+    return row

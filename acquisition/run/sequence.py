@@ -18,7 +18,7 @@ from pydantic import Field, ValidationError, field_validator
 
 from acquisition.config.station import ConfigError, StationConfig, pydantic_problems, read_toml
 from acquisition.config.tables import Strict
-from acquisition.gas import RATE_UNITS, FlowConversion, to_kg_h
+from acquisition.gas import RATE_UNITS, to_kg_h
 
 
 class StepTiming(Strict):
@@ -98,24 +98,7 @@ def _timing(defaults: StepTiming, step: StepSpec) -> StepTiming:
 
 def mfc_capacity_kg_h(config: StationConfig, mfc: str) -> float:
     """The most an MFC can release, in kg/h of the species."""
-    return conversion_for(config, mfc).mass_rate(config.mfcs[mfc].full_scale)
-
-
-def conversion_for(config: StationConfig, mfc: str) -> FlowConversion:
-    """The MFC's flow-to-mass conversion, reference conditions from config or profile."""
-    settings = config.mfcs[mfc]
-    profile = settings.resolved_profile()
-    return FlowConversion(
-        gas=config.gas.species,
-        reference_temperature_c=(settings.reference_temperature_c
-                                 if settings.reference_temperature_c is not None
-                                 else profile.reference_temperature_c),
-        reference_pressure_kpa=(settings.reference_pressure_kpa
-                                if settings.reference_pressure_kpa is not None
-                                else profile.reference_pressure_kpa),
-        purity=config.gas.purity,
-        gcf=settings.gcf if settings.gas_mode == "gcf" and settings.gcf else 1.0,
-    )
+    return config.conversion(mfc).mass_rate(config.mfcs[mfc].full_scale)
 
 
 def _limit_problems(config: StationConfig, key: str, step: StepSpec, kg_h: float

@@ -42,3 +42,8 @@ async def make_all_safe(mfcs: Iterable[MfcDriver], valves: Iterable[ShutoffValve
     jobs |= {valve.name: close_one(valve, timeout_s) for valve in valves}
     results = await asyncio.gather(*jobs.values())
     return dict(zip(jobs, results, strict=True))
+
+
+def unconfirmed(results: dict[str, str | None]) -> dict[str, str]:
+    """The devices of a `make_all_safe` result that were not confirmed, with why."""
+    return {name: problem for name, problem in results.items() if problem}

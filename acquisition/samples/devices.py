@@ -27,12 +27,12 @@ def build_devices(config: StationConfig) -> StationDevices:
     lines = {name: ModbusLine(name, settings) for name, settings in config.lines.items()}
     mfcs = {
         name: MfcDriver(
-            name, lines[mfc.line], mfc.unit_id, mfc.resolved_profile(), mfc.full_scale
+            name, lines[mfc.line], mfc.unit_id, mfc.resolved_profile, mfc.full_scale
         )
         for name, mfc in config.mfcs.items()
     }
     sensors = {
-        name: ModbusDevice(name, lines[met.line], met.unit_id, met.resolved_profile())
+        name: ModbusDevice(name, lines[met.line], met.unit_id, met.resolved_profile)
         for name, met in config.met.items()
         if isinstance(met, ModbusMetConfig)
     }
