@@ -14,11 +14,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, model_validator
 from pymodbus import FramerType, ModbusException
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusIOException
 from pymodbus.pdu import ModbusPDU
+
+from drivers.endpoint import Backoff, Endpoint
 
 log = structlog.get_logger(__name__)
 
@@ -54,36 +56,13 @@ class DeviceExceptionError(ModbusError):
         self.code = code
 
 
-STANDARD_BAUD_RATES = (1200, 2400, 4800, 9600, 14400, 19200, 38400, 57600, 115200, 230400)
-
-
-class LineSettings(BaseModel):
+class LineSettings(Endpoint):
     """How to open one line: the `[lines.<name>]` table of a station config."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
     transport: Literal["serial", "rtu-tcp", "tcp"] = "serial"
-    port: str | None = Field(None, description="serial device, e.g. /dev/serial/by-id/...")
-    host: str | None = None
-    tcp_port: int | None = Field(None, ge=1, le=65535)
     baudrate: int = 19200
-    parity: Literal["N", "E", "O"] = "N"
-    stopbits: Literal[1, 2] = 1
-    bytesize: Literal[7, 8] = 8
     timeout_s: float = Field(0.3, gt=0, le=30, description="per request")
     retries: int = Field(1, ge=0, le=10, description="extra tries after a timeout")
-    reconnect_min_s: float = Field(0.2, gt=0, le=60)
-    reconnect_max_s: float = Field(5.0, gt=0, le=600)
-
-    @field_validator("baudrate")
-    @classmethod
-    def _standard_baud(cls, value: int) -> int:
-        if value not in STANDARD_BAUD_RATES:
-            raise ValueError(
-                f"{value} is not a standard baud rate; use one of "
-                + ", ".join(map(str, STANDARD_BAUD_RATES))
-            )
-        return value
 
     @model_validator(mode="after")
     def _endpoint_given(self) -> LineSettings:
@@ -95,7 +74,7 @@ class LineSettings(BaseModel):
 
     @property
     def endpoint(self) -> str:
-        return self.port if self.transport == "serial" else f"{self.host}:{self.tcp_port}"
+        return self.port if self.transport == "serial" else self.tcp_address
 
 
 def _make_client(settings: LineSettings) -> AsyncModbusSerialClient | AsyncModbusTcpClient:
@@ -129,7 +108,7 @@ class ModbusLine:
         # devices still answer through; the line decides when it is down.
         self._client.set_max_no_responses(1_000_000)
         self._lock = asyncio.Lock()
-        self._backoff_s = settings.reconnect_min_s
+        self._backoff = Backoff(settings.reconnect_min_s, settings.reconnect_max_s)
         self._next_attempt = 0.0
         self.transactions = 0
         self.failures = 0  # transactions that ended in an error of any kind
@@ -175,13 +154,12 @@ class ModbusLine:
         else:
             cause = ""
         if opened:
-            self._backoff_s = self.settings.reconnect_min_s
+            self._backoff.reset()
             if self._was_up is False:
                 self.reconnects += 1
             self._report(True, "connected")
             return
-        self._next_attempt = now + self._backoff_s
-        self._backoff_s = min(self._backoff_s * 2, self.settings.reconnect_max_s)
+        self._next_attempt = now + self._backoff.next_delay()
         reason = f"cannot open {self.settings.endpoint}{cause}"
         self._report(False, reason)
         raise LineDownError(f"line '{self.name}': {reason}")

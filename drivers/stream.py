@@ -15,9 +15,9 @@ from typing import Literal
 
 import serial
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from drivers.modbus_line import STANDARD_BAUD_RATES
+from drivers.endpoint import Backoff, Endpoint
 
 log = structlog.get_logger(__name__)
 CHUNK = 4096
@@ -27,30 +27,16 @@ class StreamLostError(Exception):
     """The stream's port or peer went away."""
 
 
-class StreamSettings(BaseModel):
+class StreamSettings(Endpoint):
     """Where a streaming device is: `transport` and the keys that go with it."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
     transport: Literal["serial", "tcp", "file"] = "serial"
-    port: str | None = Field(None, description="serial device")
-    baudrate: int = 9600
-    parity: Literal["N", "E", "O"] = "N"
-    stopbits: Literal[1, 2] = 1
-    bytesize: Literal[7, 8] = 8
-    host: str | None = None
-    tcp_port: int | None = Field(None, ge=1, le=65535)
     path: Path | None = Field(None, description="capture file to read (transport = 'file')")
-    reconnect_min_s: float = Field(0.2, gt=0, le=60)
-    reconnect_max_s: float = Field(5.0, gt=0, le=600)
 
     @model_validator(mode="after")
     def _endpoint_given(self) -> StreamSettings:
-        if self.transport == "serial":
-            if not self.port:
-                raise ValueError("a serial stream needs `port`")
-            if self.baudrate not in STANDARD_BAUD_RATES:
-                raise ValueError(f"baudrate {self.baudrate} is not a standard rate")
+        if self.transport == "serial" and not self.port:
+            raise ValueError("a serial stream needs `port`")
         if self.transport == "tcp" and not (self.host and self.tcp_port):
             raise ValueError("a tcp stream needs `host` and `tcp_port`")
         if self.transport == "file" and not self.path:
@@ -62,7 +48,7 @@ class StreamSettings(BaseModel):
         if self.transport == "serial":
             return str(self.port)
         if self.transport == "tcp":
-            return f"{self.host}:{self.tcp_port}"
+            return self.tcp_address
         return str(self.path)
 
 
@@ -134,13 +120,14 @@ async def stream_chunks(
         async for chunk in opener(settings):
             yield chunk
         return
-    backoff = settings.reconnect_min_s
+    backoff = Backoff(settings.reconnect_min_s, settings.reconnect_max_s)
     up: bool | None = None
     while True:
         try:
             async for chunk in opener(settings):
                 if up is not True:
-                    up, backoff = True, settings.reconnect_min_s
+                    up = True
+                    backoff.reset()
                     log.info("stream up", device=name, endpoint=settings.endpoint)
                     if on_state:
                         on_state(True, "receiving")
@@ -151,5 +138,4 @@ async def stream_chunks(
                 log.warning("stream down", device=name, reason=str(error))
                 if on_state:
                     on_state(False, str(error))
-        await asyncio.sleep(backoff)
-        backoff = min(backoff * 2, settings.reconnect_max_s)
+        await asyncio.sleep(backoff.next_delay())

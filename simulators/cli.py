@@ -10,12 +10,10 @@ from pathlib import Path
 
 from acquisition.cli.common import stop_on_signals
 from acquisition.config.station import ConfigError, load_config
+from acquisition.exit_codes import EXIT_CONFIG, EXIT_FAILED
 from acquisition.logs import configure_logging
 from simulators.settings import SimConfigError
 from simulators.station import SimStation
-
-EXIT_CONFIG = 2
-EXIT_PORT = 1
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -53,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         asyncio.run(_serve(station, args.duration))
     except OSError as error:  # port path taken, TCP port in use
         print(f"crf sim: {error}", file=sys.stderr)
-        return EXIT_PORT
+        return EXIT_FAILED
     return 0
 
 

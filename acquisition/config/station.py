@@ -12,7 +12,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from acquisition.config.tables import (
     AcquisitionConfig,
@@ -26,33 +26,33 @@ from acquisition.config.tables import (
     ReleasePointConfig,
     SafetyConfig,
     StorageConfig,
+    Strict,
     ValveConfig,
 )
 from acquisition.gas import FlowConversion, to_kg_h
 from drivers.modbus_line import LineSettings
 
 
-class StationConfig(BaseModel):
+class StationConfig(Strict):
     """A whole station file. Unknown keys and numbers that are not finite are errors."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     station: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     storage: StorageConfig
     acquisition: AcquisitionConfig = AcquisitionConfig()
-    lines: dict[str, LineSettings] = {}
-    mfcs: dict[str, MfcConfig] = {}
-    gnss: dict[str, GnssConfig] = {}
-    met: dict[str, MetConfig] = {}
-    release_points: dict[str, ReleasePointConfig] = {}
+    lines: dict[str, LineSettings] = Field(default_factory=dict)
+    mfcs: dict[str, MfcConfig] = Field(default_factory=dict)
+    gnss: dict[str, GnssConfig] = Field(default_factory=dict)
+    met: dict[str, MetConfig] = Field(default_factory=dict)
+    release_points: dict[str, ReleasePointConfig] = Field(default_factory=dict)
     clock: ClockConfig = ClockConfig()
     gas: GasConfig = GasConfig()
-    valves: dict[str, ValveConfig] = {}
+    valves: dict[str, ValveConfig] = Field(default_factory=dict)
     safety: SafetyConfig = SafetyConfig()
     mqtt: MqttConfig | None = Field(None, description="no table: no MQTT")
     sequences_dir: Path = Field(Path("sequences"),
                                 description="sequence files; relative to the config file")
-    sim: dict[str, Any] = Field({}, description="settings read only by `crf sim`")
+    sim: dict[str, Any] = Field(default_factory=dict,
+                                description="settings read only by `crf sim`")
 
     @cached_property
     def conversions(self) -> dict[str, FlowConversion]:

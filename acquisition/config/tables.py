@@ -11,8 +11,6 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Discriminator,
     Field,
     Tag,
@@ -21,17 +19,15 @@ from pydantic import (
 )
 
 from acquisition.gas import FlowConversion, species
+from drivers.endpoint import StrictModel
 from drivers.gnss import SurveyQuality
 from drivers.profile import Profile, WordOrder, available_profiles, load_profile
 from drivers.stream import StreamSettings
 
-
-class Strict(BaseModel):
-    """Base for config tables and sequences: an unknown key is an error (a typo must not
-    be ignored), and every number is finite (TOML's `inf` would pass `gt=0` and arm an
-    MFC far beyond its full scale)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+# Config tables, sequences and commands share the drivers' strict base: an unknown key is an
+# error (a typo must not be ignored) and every number is finite (TOML's `inf` would pass
+# `gt=0` and arm an MFC far beyond its full scale).
+Strict = StrictModel
 
 
 class StorageConfig(Strict):

@@ -22,6 +22,7 @@ from acquisition.mqtt.link import MqttLink
 from acquisition.run.interlocks import Interlocks
 from acquisition.run.scheduler import RunRejectedError, Scheduler, StationContext
 from acquisition.safety.keeper import SafeStateKeeper
+from acquisition.safety.zeroing import unconfirmed
 from acquisition.samples.bus import SampleBus
 from acquisition.samples.cache import SampleCache
 from acquisition.samples.devices import StationDevices, build_devices
@@ -192,8 +193,7 @@ class Daemon:
     async def _record_safe(self, why: str, results: dict[str, str | None]) -> None:
         if self.store.is_open:
             await self.event("safety.zeroed", {"why": why, "devices": sorted(results),
-                                               "unconfirmed": {name: problem for name, problem
-                                                               in results.items() if problem}})
+                                               "unconfirmed": unconfirmed(results)})
 
     async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
         if self.scheduler.running:  # close the run properly while the devices still poll

@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from acquisition.config.station import ConfigError, StationConfig, pydantic_problems
+from acquisition.config.tables import Strict
 from acquisition.events import EventSink, HealthSource
 from acquisition.run.scheduler import RunRejectedError, Scheduler
 from acquisition.run.sequence import Plan, SequenceSpec, load_sequence, plan_sequence
@@ -44,8 +45,8 @@ class CommandError(Exception):
         self.message = message
 
 
-class Args(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+class Args(Strict):
+    """A command's arguments: unknown keys refused, every number finite."""
 
 
 class NoArgs(Args):
@@ -82,13 +83,13 @@ ACTIONS: dict[str, type[Args]] = {
 }
 
 
-class Envelope(BaseModel):
-    # allow_inf_nan=False: pydantic reads the strings "NaN" and "inf" as floats otherwise
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+class Envelope(Strict):
+    """A command as sent (strict: pydantic would otherwise read the strings "NaN" and
+    "inf" as floats)."""
 
     id: str = Field(min_length=1, max_length=64)
     action: str = Field(min_length=1, max_length=32)
-    args: dict[str, Any] = {}
+    args: dict[str, Any] = Field(default_factory=dict)
     issued_at: float | datetime = Field(description="UNIX seconds or ISO 8601 with zone")
 
     def issued_epoch(self) -> float:

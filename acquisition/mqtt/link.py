@@ -34,6 +34,7 @@ from acquisition.run.state import FINAL
 from acquisition.run.status import redact
 from acquisition.samples.bus import SampleBus
 from acquisition.store.store import Store
+from drivers.endpoint import Backoff
 from drivers.sample import Sample
 
 log = structlog.get_logger(__name__)
@@ -111,14 +112,14 @@ class MqttLink:
     # --- the connection ------------------------------------------------------------------------
 
     async def run(self) -> None:
-        backoff = self.mqtt.reconnect_min_s
+        backoff = Backoff(self.mqtt.reconnect_min_s, self.mqtt.reconnect_max_s)
         will = aiomqtt.Will(self.topics.status, json.dumps({"state": "offline"}), 1, True)
         while not self.stopping:
             try:
                 async with make_client(self.mqtt, self.mqtt.client_id or
                                        f"crf-{self.config.station}", will) as client:
                     await self._connected(client)
-                    backoff = self.mqtt.reconnect_min_s
+                    backoff.reset()
                     try:
                         async with asyncio.TaskGroup() as group:
                             group.create_task(self._drain_outbox(client))
@@ -131,12 +132,11 @@ class MqttLink:
                     await self._goodbye(client)  # the loops end only when stopping
             except* aiomqtt.MqttError as errors:
                 reason = str(errors.exceptions[0])
-                log.warning("mqtt link down", reason=reason, retry_in_s=backoff)
+                log.warning("mqtt link down", reason=reason)
                 self._error(f"link down: {reason}")
             finally:
                 self.online.clear()
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, self.mqtt.reconnect_max_s)
+            await asyncio.sleep(backoff.next_delay())
 
     async def _connected(self, client: aiomqtt.Client) -> None:
         """Subscribe first, so that `connected` and the "online" status both mean that a

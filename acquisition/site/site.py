@@ -84,7 +84,7 @@ class Site:
         position = self.release_points.position(point)
         if position is None:
             return
-        self.position_ids[point] = await self.store.add_position(position)
+        self.position_ids[point] = await self.store.add_position(position.to_dict())
         self._recorded_at[point] = time.monotonic()
         if last is None:
             log.info("release point located", **position.to_dict())

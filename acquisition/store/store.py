@@ -20,7 +20,6 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any, TypeVar
 
-from acquisition.site.positions import PointPosition
 from drivers.sample import Sample
 
 SCHEMA_VERSION = 1
@@ -159,15 +158,14 @@ class Store:
         )
         return int(cursor.lastrowid or 0)
 
-    def _insert_position(self, position: PointPosition, t_ns: int) -> int:
+    def _insert_position(self, position: dict[str, Any], t_ns: int) -> int:
         assert self._db is not None
         cursor = self._db.execute(
             "INSERT INTO point_positions (point, t_ns, latitude, longitude, altitude_m,"
             " h_spread_m, v_spread_m, n_fixes, source, min_quality)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (position.point, t_ns, position.latitude, position.longitude, position.altitude_m,
-             position.horizontal_spread_m, position.vertical_spread_m, position.n_fixes,
-             position.source, position.min_quality),
+            " VALUES (:point, :t_ns, :latitude, :longitude, :altitude_m,"
+            " :horizontal_spread_m, :vertical_spread_m, :n_fixes, :source, :min_quality)",
+            position | {"t_ns": t_ns},
         )
         return int(cursor.lastrowid or 0)
 
@@ -215,7 +213,7 @@ class Store:
             " ORDER BY id DESC LIMIT ?", limit)
         return [command_id for (command_id,) in reversed(rows) if command_id]
 
-    async def add_position(self, position: PointPosition) -> int:
+    async def add_position(self, position: dict[str, Any]) -> int:
         """Record a release point's position as used from now on; returns its row id."""
         return await self._run(self._insert_position, position, time.time_ns())
 
