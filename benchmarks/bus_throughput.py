@@ -9,7 +9,7 @@ pty; 8E1 has the same timing) it measures, in one run:
   the four pollers running concurrently on the line's lock, as fast as the line allows;
 - baseline: a naive sequential pymodbus loop, one register read per value;
 
-and prints transactions/s against the ceiling of DESIGN §10,
+and prints transactions/s against the line's theoretical ceiling (see `simulators/pacing.py`),
 `1 / ((13 + 2N) Tc + 2 t3.5)`, and values/s against the baseline.
 
     python benchmarks/bus_throughput.py [--seconds 5]

@@ -20,7 +20,7 @@ RegisterType = Literal["float32", "uint16", "int16", "uint32", "int32"]
 WordOrder = Literal["big", "little"]
 
 # Registers an extra transaction costs about as much as reading: 13 bytes of framing
-# plus two 3.5-character gaps (DESIGN §10) is about 20 character times = 10 registers.
+# plus two 3.5-character gaps (Modbus RTU framing) is about 20 character times = 10 registers.
 MERGE_GAP_REGISTERS = 10
 MAX_REGISTERS_PER_READ = 125
 

@@ -1,4 +1,5 @@
-"""RS-485 byte timing (DESIGN §10), so that a master on a pty sees a real line's ceiling."""
+"""RS-485 byte timing (11-bit characters, 3.5-character frame gaps), so that a master on a
+pty sees a real line's ceiling."""
 
 from __future__ import annotations
 

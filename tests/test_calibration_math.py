@@ -1,4 +1,5 @@
-"""Gas conversion against DESIGN §7 reference values, sequences, range selection, truth."""
+"""Gas conversion against published reference densities (CH4, CO2), sequences, range
+selection, truth."""
 
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ NO_DELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 @dataclass(frozen=True)
 class Topics:
-    """crf/<station>/... as listed in DESIGN §5."""
+    """crf/<station>/...: the station's topics (the README lists them with their payloads)."""
 
     station: str
 
