@@ -45,6 +45,11 @@ class SampleBus:
         self._subscriptions.append(subscription)
         return subscription
 
+    def health(self) -> dict[str, int]:
+        """Samples each consumer lost because it fell behind (0 is the only good figure)."""
+        return {subscription.name: subscription.dropped_samples
+                for subscription in self._subscriptions}
+
     def publish(self, batch: Sequence[Sample]) -> None:
         if batch:
             for subscription in self._subscriptions:

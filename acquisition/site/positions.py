@@ -108,6 +108,12 @@ class ReleasePoints:
             if survey.config.receiver == receiver:
                 survey.add(fix)
 
+    def health(self) -> dict[str, dict[str, int]]:
+        """Per GNSS-surveyed point: fixes in the window now, fixes refused (no position or
+        below the survey's quality)."""
+        return {name: {"fixes": len(survey._fixes), "rejected": survey.rejected}
+                for name, survey in self.surveys.items()}
+
     def position(self, name: str) -> PointPosition | None:
         point = self.points[name]
         if name in self.surveys:
