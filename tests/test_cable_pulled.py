@@ -5,6 +5,7 @@ retrying until, with the cable back, the MFC reads back zero and the valve close
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,8 +14,7 @@ import pytest
 
 from acquisition.config.station import StationConfig
 from acquisition.exit_codes import EXIT_FAILED, EXIT_UNSAFE
-from acquisition.run.scheduler import RunRejectedError
-from acquisition.run.state import State
+from acquisition.run.state import RunRejectedError, State
 from simulators.station import SimStation
 from tests.stations import read_until, running_daemon, start_crf_run, store_rows
 from tests.test_run import POINTS, plan_of
@@ -95,6 +95,7 @@ async def test_crf_run_does_not_exit_until_the_devices_are_safe(
             await read_until(runner.stderr, "holding")
             sim.line("bus0").pull_cable()
             await read_until(runner.stderr, "to be confirmed safe")
+            await read_until(runner.stderr, "still not confirmed safe, retrying")
             assert runner.returncode is None and gas_flowing(sim)
             took = await seconds_until_safe(sim)
             print(f"\ncrf run: MFC zero and valve closed {took:.2f} s after the cable came back")
@@ -129,3 +130,43 @@ async def test_crf_run_gives_up_loudly_after_safe_wait(
     message = rest.decode()
     assert "DANGER: not confirmed safe after retrying for 1.5 s" in message
     assert "alicat:" in message and "V1:" in message
+
+
+async def test_crf_run_starts_only_once_every_device_is_confirmed_safe(
+    make_config: Callable[..., StationConfig], tmp_path: Path
+) -> None:
+    config = station(make_config, "abort")
+    async with SimStation(config) as sim:
+        sim.device("bronkhorst").setpoint = 20.0  # left flowing, and silent
+        sim.device("bronkhorst").set_fault("no_reply")
+        runner = await start_crf_run(tmp_path)
+        try:
+            await read_until(runner.stderr, "bronkhorst to be confirmed safe before the run")
+            assert sim.device("alicat").setpoint == 0.0 and not sim.valve_open("V1")
+            sim.device("bronkhorst").clear_fault()
+            await read_until(runner.stderr, "holding")  # zeroed, then the run went ahead
+            assert sim.device("bronkhorst").setpoint == 0.0 and gas_flowing(sim)
+            runner.send_signal(signal.SIGINT)
+            _, rest = await asyncio.wait_for(runner.communicate(), 20)
+        finally:
+            if runner.returncode is None:
+                runner.kill()
+                await runner.wait()
+    assert runner.returncode == EXIT_FAILED and "Traceback" not in rest.decode()
+    assert safe(sim)
+
+
+async def test_crf_run_never_starts_beside_a_device_that_stays_unconfirmed(
+    make_config: Callable[..., StationConfig], tmp_path: Path
+) -> None:
+    config = station(make_config, "abort", wait_s=1.0)
+    async with SimStation(config) as sim:
+        sim.device("bronkhorst").setpoint = 20.0
+        sim.device("bronkhorst").set_fault("no_reply")
+        runner = await start_crf_run(tmp_path)
+        _, err = await asyncio.wait_for(runner.communicate(), 30)
+        assert sim.device("alicat").setpoint == 0.0 and not sim.valve_open("V1")
+    message = err.decode()
+    assert runner.returncode == EXIT_UNSAFE, message
+    assert "DANGER" in message and "bronkhorst:" in message and "Traceback" not in message
+    assert store_rows(config, "SELECT count(*) FROM runs") == [(0,)]

@@ -14,9 +14,9 @@ import pytest
 
 from acquisition.config.station import ConfigError, StationConfig
 from acquisition.daemon.daemon import Daemon
-from acquisition.run.scheduler import RunRejectedError, Scheduler
+from acquisition.run.scheduler import Scheduler
 from acquisition.run.sequence import SequenceSpec, plan_sequence
-from acquisition.run.state import State
+from acquisition.run.state import RunRejectedError, State
 from acquisition.run.status import RunStatus
 from simulators.station import SimStation
 from tests.stations import read_until, running_daemon, start_crf_run, store_rows

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 import sys
 from typing import TYPE_CHECKING, TextIO
@@ -17,7 +18,7 @@ from acquisition.cli.common import load_or_report
 from acquisition.config.station import ConfigError, StationConfig
 from acquisition.exit_codes import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, report_unsafe
 from acquisition.run.sequence import Plan, load_sequence
-from acquisition.run.state import State
+from acquisition.run.state import RunRejectedError, State
 from acquisition.run.status import progress_line
 from acquisition.store.store import StoreError
 
@@ -54,6 +55,19 @@ async def _show_progress(daemon: Daemon, out: TextIO) -> None:
         await asyncio.sleep(REFRESH_S)
 
 
+async def _confirmed_safe(daemon: Daemon, within_s: float, out: TextIO) -> bool:
+    """No release while a device may still be flowing: wait (the keeper retries) until
+    every device is confirmed safe, up to `within_s`."""
+    keeper = daemon.keeper
+    if not keeper.unconfirmed():
+        return True
+    print(f"\nwaiting for {', '.join(keeper.unconfirmed())} to be confirmed safe before the "
+          f"run starts (up to {within_s:g} s)", file=out, flush=True)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(keeper.until(lambda: not keeper.unconfirmed()), within_s)
+    return not keeper.unconfirmed()
+
+
 async def run_sequence(config: StationConfig, plan: Plan, operator: str | None,
                        dut: str | None, out: TextIO = sys.stderr) -> int:
     """Run the sequence; the exit code. The process does not end while a device the
@@ -84,10 +98,15 @@ async def run_sequence(config: StationConfig, plan: Plan, operator: str | None,
         acquiring.result()
         return EXIT_FAILED
     display = asyncio.create_task(_show_progress(daemon, out), name="progress")
+    started = False
     try:
-        await daemon.scheduler.start(plan, operator, dut)
-        finished = asyncio.create_task(daemon.scheduler.wait())
-        await asyncio.wait([finished, acquiring], return_when=asyncio.FIRST_COMPLETED)
+        if await _confirmed_safe(daemon, config.safety.safe_wait_s, out):
+            await daemon.scheduler.start(plan, operator, dut)
+            started = True
+            finished = asyncio.create_task(daemon.scheduler.wait())
+            await asyncio.wait([finished, acquiring], return_when=asyncio.FIRST_COMPLETED)
+    except RunRejectedError as error:
+        print(f"\ncrf run: the run cannot start: {error}", file=out)
     finally:
         display.cancel()
         stop.set()
@@ -96,7 +115,8 @@ async def run_sequence(config: StationConfig, plan: Plan, operator: str | None,
                   f"safe (retrying for up to {config.safety.safe_wait_s:g} s)",
                   file=out, flush=True)
         await acquiring
-    summary(daemon, out)
+    if started:
+        summary(daemon, out)
     if daemon.store_failure is not None:
         print(f"crf run: {daemon.store_failure}", file=out)
     if unconfirmed := daemon.keeper.unconfirmed():

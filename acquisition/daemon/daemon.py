@@ -1,8 +1,10 @@
 """The acquisition daemon: zero everything, poll and read every device, record, zero on exit.
 
-Start-up order matters for safety: the store is opened (so that what happens is
-recorded), then every MFC is driven to zero before any polling starts. On any way
-out (stop request, signal, error) the pollers stop, every MFC is zeroed again, the
+Start-up order matters for safety: every MFC is zeroed and every valve closed before
+anything else, the store included (after a crash gas may still be flowing); then the
+store opens and records how that went, and polling starts. On any way out (stop request,
+signal, error, a full store) a run in progress is closed, the pollers stop, every device
+is made safe again (and retried up to `safety.safe_wait_s` if it does not confirm), the
 remaining samples are committed and the store is closed.
 """
 
@@ -20,7 +22,8 @@ from acquisition.config.station import StationConfig, config_hash
 from acquisition.mqtt.commands import CommandProcessor
 from acquisition.mqtt.link import MqttLink
 from acquisition.run.interlocks import Interlocks
-from acquisition.run.scheduler import RunRejectedError, Scheduler, StationContext
+from acquisition.run.scheduler import Scheduler, StationContext
+from acquisition.run.state import RunRejectedError
 from acquisition.safety.keeper import SafeStateKeeper
 from acquisition.safety.zeroing import unconfirmed
 from acquisition.samples.bus import SampleBus

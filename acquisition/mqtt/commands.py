@@ -28,8 +28,9 @@ from pydantic import Field, ValidationError
 from acquisition.config.station import ConfigError, StationConfig, pydantic_problems
 from acquisition.config.tables import Strict
 from acquisition.events import EventSink, HealthSource
-from acquisition.run.scheduler import RunRejectedError, Scheduler
+from acquisition.run.scheduler import Scheduler
 from acquisition.run.sequence import Plan, SequenceSpec, load_sequence, plan_sequence
+from acquisition.run.state import RunRejectedError
 
 log = structlog.get_logger(__name__)
 

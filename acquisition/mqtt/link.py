@@ -31,7 +31,7 @@ from acquisition.mqtt.client import AckedClient, Topics, make_client, topic_prob
 from acquisition.mqtt.commands import CommandError, CommandProcessor, internal_error_reply
 from acquisition.run.scheduler import Scheduler
 from acquisition.run.state import FINAL
-from acquisition.run.status import redact
+from acquisition.run.status import RunStatus, redact
 from acquisition.samples.bus import SampleBus
 from acquisition.store.store import Store
 from drivers.endpoint import Backoff
@@ -58,6 +58,9 @@ class MqttLink:
         self.commands = commands
         self.telemetry = bus.subscribe("mqtt", max_batches=20_000)
         self.online = asyncio.Event()  # connected, and subscribed to commands
+        self._transition = asyncio.Event()  # the run changed state: publish it now
+        self._last_state = scheduler.status.state
+        scheduler.subscribe(self._on_status)
         self.connections = 0
         self.outbox_sent = 0
         self.outbox_refused = 0  # refusals seen: a row refused on two connections counts twice
@@ -215,7 +218,8 @@ class MqttLink:
                                 for s in samples]}), qos=0)
 
     async def _publish_state(self, client: aiomqtt.Client) -> None:
-        """The live run state when it changes (and every STATE_REFRESH_S), the retained
+        """The live run state at each transition, when its view changes (at most every
+        `state_interval_s`) and every STATE_REFRESH_S; the retained
         status with the health counters every `mqtt.status_interval_s`."""
         last, last_sent, status_sent = "", 0.0, time.monotonic()
         while not self.stopping:
@@ -230,7 +234,16 @@ class MqttLink:
                 body = {"station": self.config.station, "t_ns": time.time_ns(), **view}
                 await client.publish(self.topics.state, json.dumps(body), qos=1, retain=True)
                 last, last_sent = steady, now
-            await asyncio.sleep(self.mqtt.state_interval_s)
+            with contextlib.suppress(TimeoutError):  # a transition goes out at once
+                await asyncio.wait_for(self._transition.wait(), self.mqtt.state_interval_s)
+            self._transition.clear()
+
+    def _on_status(self, status: RunStatus) -> None:
+        """Status subscriber: a new run state is published without waiting for the next
+        `state_interval_s` (truth-so-far updates wait for it)."""
+        if status.state is not self._last_state:
+            self._last_state = status.state
+            self._transition.set()
 
     async def _take_commands(self, client: aiomqtt.Client) -> None:
         messages = aiter(client.messages)

@@ -18,8 +18,8 @@ import structlog
 from acquisition.config.station import StationConfig
 from acquisition.config.tables import ThresholdInterlock
 from acquisition.events import EventSink
-from acquisition.run.scheduler import RunRejectedError, Scheduler
-from acquisition.run.state import State
+from acquisition.run.scheduler import Scheduler
+from acquisition.run.state import RunRejectedError, State
 from acquisition.samples.cache import SampleCache
 from acquisition.site.site import Site
 from drivers.gnss import at_least

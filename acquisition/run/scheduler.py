@@ -1,8 +1,10 @@
 """Steps through a calibration sequence: arm, settle, hold, record truth, and always end safe.
 
-One run at a time. Commands (pause, resume, skip, abort, estop) only set a request and
-wake the run task; the task acts on it at its next tick, so every transition happens in
-one place, is checked against the state machine's table and is written as an event.
+One run at a time. `start` and `release` create the run and its task; pause, resume,
+skip and abort only set a request and wake the task, which acts on it at its next tick,
+so every transition of a running run happens in one place, is checked against the state
+machine's table and is written as an event. `estop` makes every device safe at once,
+then asks the task to abort.
 Where the run is, is one immutable `RunStatus`, replaced at each change and pushed to
 subscribers. Every MFC and valve the run ever touched is driven to its safe state when
 the run ends, whatever way it ends.
@@ -28,7 +30,14 @@ from acquisition.run.decisions import Response, Settling
 from acquisition.run.ranging import Assignment, choose_mfc
 from acquisition.run.records import ended_step_row, run_row, step_row
 from acquisition.run.sequence import Plan, PlannedStep, SequenceSpec, StepSpec, plan_sequence
-from acquisition.run.state import FINAL, RELEASING, State, check_transition, new_run_id
+from acquisition.run.state import (
+    FINAL,
+    RELEASING,
+    RunRejectedError,
+    State,
+    check_transition,
+    new_run_id,
+)
 from acquisition.run.status import RunStatus, StepResult
 from acquisition.run.truth import Truth, compute_truth
 from acquisition.safety.keeper import SafeStateKeeper
@@ -53,10 +62,6 @@ class Interrupt(Exception):
         super().__init__(reason)
         self.kind = kind
         self.reason = reason
-
-
-class RunRejectedError(Exception):
-    """A command that does not fit the scheduler's state (e.g. start while running)."""
 
 
 @dataclass

@@ -13,7 +13,7 @@ from enum import StrEnum
 
 class State(StrEnum):
     IDLE = "idle"  # no run yet, or a run created and not yet arming
-    ARMING = "arming"  # choosing the MFC, opening the valve, writing the setpoint
+    ARMING = "arming"  # the MFC chosen: opening the valve, writing the setpoint
     SETTLING = "settling"  # waiting for the readback to stay within tolerance
     HOLDING = "holding"  # averaging the readback: the truth window
     PAUSED = "paused"  # flow zeroed and valve closed, waiting for resume or abort
@@ -41,6 +41,10 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     State.FAILED: frozenset({State.IDLE}),
     State.INTERRUPTED: frozenset(),
 }
+
+
+class RunRejectedError(Exception):
+    """A command that does not fit the run's state (e.g. start while running)."""
 
 
 class IllegalTransitionError(RuntimeError):

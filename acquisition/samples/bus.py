@@ -1,7 +1,8 @@
 """In-process fan-out of samples from drivers to consumers (recorder, publisher, scheduler).
 
 Publishing never blocks and never fails: a consumer that falls behind loses batches,
-and the loss is counted so that it shows up in the logs and the store.
+and the loss is counted per consumer, in the station's health (retained status,
+`crf ctl status`) and, for the recorder, in the `daemon.stop` event.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Reads one NMEA device (GNSS receiver or weather station) into the sample bus.
 
 Bytes come from drivers.stream (reconnecting), sentences from drivers.nmea (counted
-rejects), samples from the device's interpreter. Listeners get every GNSS fix, so the
-release-point surveys, the clock monitor and the interlocks all see the same data.
+rejects), samples from the device's interpreter. Fix listeners (the release-point
+surveys) get every GNSS fix as it is decoded; the clock monitor and the interlocks read
+the interpreter's latest clock offset and fix.
 
 Nothing a device sends may stop its reader: a sentence whose interpretation raises (a
 bug meeting input nobody foresaw) is counted as `interpret_error`, logged at most once

@@ -111,7 +111,7 @@ class ReleasePoints:
     def health(self) -> dict[str, dict[str, int]]:
         """Per GNSS-surveyed point: fixes in the window now, fixes refused (no position or
         below the survey's quality)."""
-        return {name: {"fixes": len(survey._fixes), "rejected": survey.rejected}
+        return {name: {"fixes": survey.n_fixes, "rejected": survey.rejected}
                 for name, survey in self.surveys.items()}
 
     def position(self, name: str) -> PointPosition | None:
