@@ -125,6 +125,11 @@ async def read_until(stream: asyncio.StreamReader | None, text: str,
     raise AssertionError(f"the output ended without {text!r}: {''.join(seen)}")
 
 
+# The progress line of `crf run` while the long run holds ("holding registers" in a Modbus
+# error logged on the same stream must not pass for it).
+HOLDING = "[alicat]  holding"
+
+
 async def start_crf_run(tmp_path: Path) -> asyncio.subprocess.Process:
     """`crf run` of a one-step sequence at P1 (0.1 kg/h, a 60 s hold) on tmp_path's station;
     its progress lines come on stderr."""

@@ -16,7 +16,7 @@ from acquisition.config.station import StationConfig
 from acquisition.exit_codes import EXIT_FAILED, EXIT_UNSAFE
 from acquisition.run.state import RunRejectedError, State
 from simulators.station import SimStation
-from tests.stations import read_until, running_daemon, start_crf_run, store_rows
+from tests.stations import HOLDING, read_until, running_daemon, start_crf_run, store_rows
 from tests.test_run import POINTS, plan_of
 
 BACK_TO_SAFE_S = 2.0  # retry period 0.5 s plus a few Modbus transactions, with margin
@@ -92,7 +92,7 @@ async def test_crf_run_does_not_exit_until_the_devices_are_safe(
     async with SimStation(config) as sim:
         runner = await start_crf_run(tmp_path)
         try:
-            await read_until(runner.stderr, "holding")
+            await read_until(runner.stderr, HOLDING)
             sim.line("bus0").pull_cable()
             await read_until(runner.stderr, "to be confirmed safe")
             await read_until(runner.stderr, "still not confirmed safe, retrying")
@@ -118,7 +118,7 @@ async def test_crf_run_gives_up_loudly_after_safe_wait(
     async with SimStation(config) as sim:
         runner = await start_crf_run(tmp_path)
         try:
-            await read_until(runner.stderr, "holding")
+            await read_until(runner.stderr, HOLDING)
             sim.line("bus0").pull_cable()
             _, rest = await asyncio.wait_for(runner.communicate(), 30)
         finally:
@@ -144,8 +144,8 @@ async def test_crf_run_starts_only_once_every_device_is_confirmed_safe(
             await read_until(runner.stderr, "bronkhorst to be confirmed safe before the run")
             assert sim.device("alicat").setpoint == 0.0 and not sim.valve_open("V1")
             sim.device("bronkhorst").clear_fault()
-            await read_until(runner.stderr, "holding")  # zeroed, then the run went ahead
-            assert sim.device("bronkhorst").setpoint == 0.0 and gas_flowing(sim)
+            seen = await read_until(runner.stderr, HOLDING)  # zeroed, then the run went ahead
+            assert sim.device("bronkhorst").setpoint == 0.0 and gas_flowing(sim), seen
             runner.send_signal(signal.SIGINT)
             _, rest = await asyncio.wait_for(runner.communicate(), 20)
         finally:

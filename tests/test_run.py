@@ -19,7 +19,7 @@ from acquisition.run.sequence import SequenceSpec, plan_sequence
 from acquisition.run.state import RunRejectedError, State
 from acquisition.run.status import RunStatus
 from simulators.station import SimStation
-from tests.stations import read_until, running_daemon, start_crf_run, store_rows
+from tests.stations import HOLDING, read_until, running_daemon, start_crf_run, store_rows
 
 POINTS = """
 [valves.V1]
@@ -167,7 +167,7 @@ async def test_kill_9_mid_run_then_restart_zeroes_first_and_keeps_the_record(
     station = str(tmp_path / "station.toml")
     runner = await start_crf_run(tmp_path)
     try:
-        await read_until(runner.stderr, "holding 2/60 s")  # a batch or two committed
+        await read_until(runner.stderr, HOLDING + " 2/60 s")  # a batch or two committed
     finally:
         runner.kill()  # SIGKILL: no cleanup of any kind
         await runner.wait()
@@ -282,7 +282,7 @@ async def test_settle_timeout_skips_or_aborts(
 async def test_ctrl_c_aborts_a_local_run_safely(config: StationConfig, sim: SimStation,
                                                 tmp_path: Path) -> None:
     runner = await start_crf_run(tmp_path)
-    await read_until(runner.stderr, "holding")
+    await read_until(runner.stderr, HOLDING)
     assert sim.device("alicat").setpoint > 0 and sim.valve_open("V1")
     runner.send_signal(signal.SIGINT)
     _, err = await asyncio.wait_for(runner.communicate(), 20)

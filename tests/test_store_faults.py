@@ -21,7 +21,7 @@ from acquisition.exit_codes import EXIT_FAILED
 from acquisition.store.store import MIB, Store, StoreError, StoreFullError
 from drivers.sample import Sample
 from simulators.station import SimStation
-from tests.stations import read_until, start_crf_run, store_rows, write_station
+from tests.stations import HOLDING, read_until, start_crf_run, store_rows, write_station
 from tests.test_run import POINTS
 
 T0 = 1_800_000_000 * 10**9
@@ -213,7 +213,7 @@ async def test_crf_run_on_a_filling_store_says_so_plainly_and_ends_safe(
     async with SimStation(config) as sim:
         runner = await start_crf_run(tmp_path)
         try:
-            await read_until(runner.stderr, "holding")
+            await read_until(runner.stderr, HOLDING)
             _, rest = await asyncio.wait_for(runner.communicate(), 60)
         finally:
             if runner.returncode is None:

@@ -256,15 +256,13 @@ class MqttLink:
             if str(message.topic) != self.topics.cmd:
                 continue
             try:
-                reply = await self._answer(client, message)
+                await self._answer(client, message)
             except aiomqtt.MqttError:
                 raise  # the link is down: reconnect
             except Exception as error:  # a bug costs this command, not the daemon (and its run)
-                reply = await self._answer_failure(client, message, error)
-            self._count(reply)
+                await self._answer_failure(client, message, error)
 
-    async def _answer(self, client: aiomqtt.Client, message: aiomqtt.Message
-                      ) -> dict[str, Any]:
+    async def _answer(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
         """Handle one command; reply on cmd/reply and, MQTT 5 request/response, also on the
         response topic with the correlation data, unless that topic is unusable: then the
         command is refused, with the reply on cmd/reply only."""
@@ -276,6 +274,7 @@ class MqttLink:
                                   f"the reply is on {self.topics.reply} only")
         reply = await self.commands.handle(_payload(message), retained=message.retain,
                                            refusal=refusal)
+        self._count(reply)  # before the reply: whoever reads it may ask for the counters
         text = json.dumps(reply)
         await client.publish(self.topics.reply, text, qos=1)
         if response_topic is not None and problem is None:
@@ -284,10 +283,9 @@ class MqttLink:
             if correlation:
                 properties.CorrelationData = correlation
             await client.publish(response_topic, text, qos=1, properties=properties)
-        return reply
 
     async def _answer_failure(self, client: aiomqtt.Client, message: aiomqtt.Message,
-                              error: Exception) -> dict[str, Any]:
+                              error: Exception) -> None:
         """Reply `internal` on cmd/reply to a command whose handling failed in our code, and
         record it, if the event log (which may be what failed) can take it."""
         log.exception("command handling failed")
@@ -296,8 +294,8 @@ class MqttLink:
             await self.commands.record(_payload(message), message.retain, "mqtt", reply)
         except Exception:  # the reply below still tells the sender
             log.exception("could not record the failed command")
+        self._count(reply)
         await client.publish(self.topics.reply, json.dumps(reply), qos=1)
-        return reply
 
     def _count(self, reply: dict[str, Any]) -> None:
         self.commands_handled += 1
