@@ -38,6 +38,8 @@ from dataclasses import dataclass
 
 import pynmea2
 
+from drivers.lines import LineSplitter
+
 MAX_SENTENCE = 255  # NMEA says 82; proprietary and long GSV/GNS lines run longer
 SENTENCE_TEXT = re.compile(rb"[\x20-\x7e]+")  # NMEA 0183 sentences are printable ASCII
 
@@ -60,43 +62,27 @@ class Sentence:
         return str(getattr(message, "sentence_type", None) or type(message).__name__)
 
 
-class LineSplitter:
-    """Splits a byte stream into text lines on CR, LF or CRLF; drops what cannot be text."""
+class NmeaDecoder:
+    """Turns raw bytes into checksum-valid pynmea2 sentences and counts the rest."""
 
-    def __init__(self, stats: Counter[str]) -> None:
-        self.stats = stats
-        self.pending = bytearray()
+    def __init__(self) -> None:
+        self.stats: Counter[str] = Counter()
+        self._splitter = LineSplitter(self.stats, MAX_SENTENCE, resync=b"$")
 
-    def feed(self, data: bytes) -> Iterator[str]:
-        self.pending.extend(data)
-        while True:
-            cut = min((i for i in (self.pending.find(b"\r"), self.pending.find(b"\n"))
-                       if i >= 0), default=-1)
-            if cut < 0:
-                self._drop_runaway()
-                return
-            chunk = bytes(self.pending[:cut])
-            del self.pending[: cut + 1]
-            if chunk:
-                line = self._clean(chunk)
-                if line:
-                    yield line
+    def feed(self, data: bytes, t_ns: int, mono_ns: int) -> Iterator[Sentence]:
+        for chunk in self._splitter.feed(data):
+            line = self._sentence_text(chunk)
+            sentence = self.parse_line(line, t_ns, mono_ns) if line else None
+            if sentence is not None:
+                yield sentence
 
-    def _drop_runaway(self) -> None:
-        """No line end in sight (a long binary run): junk, but for a sentence just begun."""
-        if len(self.pending) <= 4 * MAX_SENTENCE:
-            return
-        start = self.pending.rfind(b"$", len(self.pending) - MAX_SENTENCE)
-        drop = start if start >= 0 else len(self.pending)
-        self.stats["junk_bytes"] += drop
-        del self.pending[:drop]
+    def flush(self) -> None:
+        """At the end of a file or a connection: a line without its line end is truncated."""
+        self._splitter.flush()
 
-    def _clean(self, chunk: bytes) -> str:
+    def _sentence_text(self, chunk: bytes) -> str:
         """Keep from the last '$' or '!' on; bytes before it are junk (binary frames)."""
         start = max(chunk.rfind(b"$"), chunk.rfind(b"!"))
-        if chunk.startswith(b"#"):
-            self.stats["comments"] += 1
-            return ""
         if start < 0:
             self.stats["junk_bytes"] += len(chunk)
             return ""
@@ -106,26 +92,6 @@ class LineSplitter:
             self.stats["junk_bytes"] += len(chunk) - start
             return ""
         return chunk[start:].decode("ascii")
-
-
-class NmeaDecoder:
-    """Turns raw bytes into checksum-valid pynmea2 sentences and counts the rest."""
-
-    def __init__(self) -> None:
-        self.stats: Counter[str] = Counter()
-        self._splitter = LineSplitter(self.stats)
-
-    def feed(self, data: bytes, t_ns: int, mono_ns: int) -> Iterator[Sentence]:
-        for line in self._splitter.feed(data):
-            sentence = self.parse_line(line, t_ns, mono_ns)
-            if sentence is not None:
-                yield sentence
-
-    def flush(self) -> None:
-        """At the end of a file or a connection: a line without its line end is truncated."""
-        if self._splitter.pending:
-            self.stats["truncated"] += 1
-            self._splitter.pending = bytearray()
 
     def parse_line(self, line: str, t_ns: int, mono_ns: int) -> Sentence | None:
         """The standard sentence on a line, or None with the reason counted."""

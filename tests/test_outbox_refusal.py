@@ -119,6 +119,7 @@ async def test_a_refused_outbox_message_stays_unsent_and_blocks_nothing(
                     last = await note(link, "third connection")
                     await monitor.until(lambda: last in monitor.by_seq)
                     assert monitor.by_seq[denied] == DENIED
+                    await asyncio.wait_for(link.caught_up.wait(), 10)  # its PUBACKs counted
                     assert unsent_before(config, last) == []
                     health = link.health()
                     assert health["outbox_refused"] == 2 and health["connections"] == 3

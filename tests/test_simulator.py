@@ -466,7 +466,10 @@ async def test_paced_line_runs_at_the_rs485_ceiling(tmp_path: Path) -> None:
         finally:
             client.close()
         assert paced.line("bus0").transactions == 51
-    assert elapsed == pytest.approx(expected, rel=0.10)
+    # Pacing holds the line to its byte timing: never faster than the ceiling allows. A
+    # loaded machine may be slower; the benchmark (benchmarks/bus_throughput.py) measures
+    # how close to the ceiling it gets.
+    assert expected * 0.9 <= elapsed < expected * 2
 
 
 # --- command line --------------------------------------------------------------------

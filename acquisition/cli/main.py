@@ -11,6 +11,7 @@ from pathlib import Path
 
 from acquisition import __version__
 from acquisition.cli import ctl
+from acquisition.cli import dut as dut_cli
 from acquisition.cli import run as run_cli
 from acquisition.cli.common import load_or_report, stop_on_signals
 from acquisition.config.station import StationConfig
@@ -29,8 +30,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     else:
         print(f"{args.path}: ok (station {config.station}, {len(config.lines)} line(s), "
               f"{len(config.mfcs)} MFC(s), {len(config.gnss)} GNSS receiver(s), "
-              f"{len(config.met)} met station(s), {len(config.release_points)} release "
-              f"point(s))")
+              f"{len(config.met)} met station(s), {len(config.analyzers)} gas analyzer(s), "
+              f"{len(config.release_points)} release point(s), {len(config.dut)} DUT(s))")
     return 0
 
 
@@ -102,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run_cli.add_parser(commands)
     ctl.add_parser(commands)
+    dut_cli.add_parser(commands)
 
     gnss = commands.add_parser("gnss", help="GNSS tools")
     gnss_commands = gnss.add_subparsers(dest="gnss_command", metavar="COMMAND", required=True)

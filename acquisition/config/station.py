@@ -7,6 +7,7 @@ TCP gateway is set up, and which MFCs sit on which line.
 from __future__ import annotations
 
 import hashlib
+import re
 import tomllib
 from functools import cached_property
 from pathlib import Path
@@ -15,13 +16,18 @@ from typing import Any
 from pydantic import Field, ValidationError
 
 from acquisition.config.tables import (
+    DUT_ID_PATTERN,
     AcquisitionConfig,
+    AnalyzerConfig,
     ClockConfig,
+    DutConfig,
     GasConfig,
     GnssConfig,
     MetConfig,
     MfcConfig,
+    ModbusAnalyzerConfig,
     ModbusMetConfig,
+    ModbusSensorConfig,
     MqttConfig,
     ReleasePointConfig,
     SafetyConfig,
@@ -43,11 +49,14 @@ class StationConfig(Strict):
     mfcs: dict[str, MfcConfig] = Field(default_factory=dict)
     gnss: dict[str, GnssConfig] = Field(default_factory=dict)
     met: dict[str, MetConfig] = Field(default_factory=dict)
+    analyzers: dict[str, AnalyzerConfig] = Field(default_factory=dict)
     release_points: dict[str, ReleasePointConfig] = Field(default_factory=dict)
     clock: ClockConfig = ClockConfig()
     gas: GasConfig = GasConfig()
     valves: dict[str, ValveConfig] = Field(default_factory=dict)
     safety: SafetyConfig = SafetyConfig()
+    dut: dict[str, DutConfig] = Field(
+        default_factory=dict, description="monitoring systems under test, by DUT id")
     mqtt: MqttConfig | None = Field(None, description="no table: no MQTT")
     sequences_dir: Path = Field(Path("sequences"),
                                 description="sequence files; relative to the config file")
@@ -76,7 +85,7 @@ class ConfigError(Exception):
 
 # pydantic puts the tag of a tagged union in an error's path: a met table's protocol is
 # no key of the file, so `met.ws.nmea.baudrate` is shown as `met.ws.baudrate`.
-UNION_TAGS = {"met": {"nmea", "modbus"}}
+UNION_TAGS = {"met": {"nmea", "modbus"}, "analyzers": {"text", "modbus"}}
 
 
 def _key_parts(loc: tuple[int | str, ...]) -> list[str]:
@@ -104,7 +113,7 @@ def pydantic_problems(error: ValidationError, prefix: str = "") -> list[tuple[st
 
 
 def _profile_problems(
-    key: str, device: MfcConfig | ModbusMetConfig, kind: str
+    key: str, device: MfcConfig | ModbusSensorConfig, kind: str
 ) -> list[tuple[str, str]]:
     try:
         profile = device.resolved_profile
@@ -115,11 +124,36 @@ def _profile_problems(
     return []
 
 
+# The tables that may hold polled Modbus sensors: their settings, the profile kind needed.
+MODBUS_SENSORS: dict[str, tuple[type[ModbusSensorConfig], str]] = {
+    "met": (ModbusMetConfig, "anemometer"),
+    "analyzers": (ModbusAnalyzerConfig, "gas_analyzer"),
+}
+
+
+def modbus_sensors(config: StationConfig) -> list[tuple[str, str, ModbusSensorConfig]]:
+    """(table, name, settings) of every polled Modbus sensor: met sensors, gas analyzers."""
+    return [(table, name, sensor) for table, (settings, _) in MODBUS_SENSORS.items()
+            for name, sensor in getattr(config, table).items() if isinstance(sensor, settings)]
+
+
+def _name_clashes(config: StationConfig) -> list[tuple[str, str]]:
+    """One name for two devices: their samples would be recorded as one device's."""
+    problems, seen = [], {}
+    for table in ("mfcs", "gnss", "met", "analyzers"):
+        for name in getattr(config, table):
+            if name in seen:
+                problems.append((f"{table}.{name}", f"the name '{name}' is already used by "
+                                 f"{seen[name]}.{name}"))
+            seen.setdefault(name, table)
+    return problems
+
+
 def _unit_id_clashes(config: StationConfig) -> list[tuple[str, str]]:
     """Two Modbus devices at one address on one line. Valves may share a relay module."""
     devices = [(f"mfcs.{name}", mfc.line, mfc.unit_id) for name, mfc in config.mfcs.items()]
-    devices += [(f"met.{name}", met.line, met.unit_id) for name, met in config.met.items()
-                if isinstance(met, ModbusMetConfig)]
+    devices += [(f"{table}.{name}", sensor.line, sensor.unit_id)
+                for table, name, sensor in modbus_sensors(config)]
     relays = {(valve.line, valve.unit_id): f"valves.{name}"
               for name, valve in config.valves.items()}
     devices += [(key, line, unit) for (line, unit), key in relays.items()]
@@ -129,6 +163,19 @@ def _unit_id_clashes(config: StationConfig) -> list[tuple[str, str]]:
             problems.append((f"{key}.unit_id", f"unit id {unit} is already used by "
                              f"{seen[(line, unit)]} on line '{line}'"))
         seen.setdefault((line, unit), key)
+    return problems
+
+
+def _dut_problems(config: StationConfig) -> list[tuple[str, str]]:
+    """DUT ids usable in topics and rows; a wind run measured by a met device we have."""
+    problems = []
+    for name, dut in config.dut.items():
+        if not re.fullmatch(DUT_ID_PATTERN, name):
+            problems.append((f"dut.{name}", "a DUT id is 1-64 letters, digits, '_', '.' "
+                             "or '-'"))
+        if dut.wind_device is not None and dut.wind_device not in config.met:
+            problems.append((f"dut.{name}.wind_device", f"no met device named "
+                             f"'{dut.wind_device}' (defined: {', '.join(config.met) or 'none'})"))
     return problems
 
 
@@ -145,11 +192,12 @@ def _cross_check(config: StationConfig) -> list[tuple[str, str]]:
         if mfc.gas_mode == "gcf" and mfc.gcf is None:
             problems.append((f"mfcs.{name}.gcf", "gas_mode = 'gcf' needs a `gcf` value"))
         problems += _profile_problems(f"mfcs.{name}.profile", mfc, "mfc")
-    for name, met in config.met.items():
-        if isinstance(met, ModbusMetConfig):
-            if met.line not in config.lines:
-                problems.append((f"met.{name}.line", f"no line named '{met.line}'"))
-            problems += _profile_problems(f"met.{name}.profile", met, "anemometer")
+    for table, name, sensor in modbus_sensors(config):
+        if sensor.line not in config.lines:
+            problems.append((f"{table}.{name}.line", f"no line named '{sensor.line}'"))
+        problems += _profile_problems(f"{table}.{name}.profile", sensor,
+                                      MODBUS_SENSORS[table][1])
+    problems += _name_clashes(config)
     for name, point in config.release_points.items():
         if point.survey and point.survey.receiver not in config.gnss:
             problems.append((f"release_points.{name}.survey.receiver",
@@ -175,6 +223,7 @@ def _cross_check(config: StationConfig) -> list[tuple[str, str]]:
         if interlock and interlock.device not in known:
             problems.append((f"safety.{key}.device", f"no MFC or met device named "
                              f"'{interlock.device}'"))
+    problems += _dut_problems(config)
     if config.clock.reference and config.clock.reference not in config.gnss:
         problems.append(("clock.reference",
                          f"no GNSS receiver named '{config.clock.reference}'"))

@@ -19,6 +19,7 @@ from pydantic import (
 )
 
 from acquisition.gas import FlowConversion, species
+from drivers.analyzer import LineFormat, time_zone
 from drivers.endpoint import StrictModel
 from drivers.gnss import SurveyQuality
 from drivers.profile import Profile, WordOrder, available_profiles, load_profile
@@ -128,13 +129,13 @@ class NmeaMetConfig(StreamSettings):
     baudrate: int = 4800
 
 
-class ModbusMetConfig(Strict):
-    """A Modbus weather sensor (anemometer) on one of the station's Modbus lines."""
+class ModbusSensorConfig(Strict):
+    """A polled Modbus sensor on one of the station's Modbus lines, read by its profile."""
 
     protocol: Literal["modbus"]
     line: str
     unit_id: int = Field(ge=1, le=247)
-    profile: str = "anemometer"
+    profile: str
     registers: dict[str, int] = Field({}, description="register address overrides")
     word_order: WordOrder | None = None
 
@@ -143,16 +144,47 @@ class ModbusMetConfig(Strict):
         return load_profile(self.profile).with_overrides(self.registers, self.word_order)
 
 
-def _met_protocol(table: object) -> str:
-    """NMEA unless the table says otherwise, so `protocol` may be left out."""
-    if isinstance(table, dict):
-        return str(table.get("protocol", "nmea"))
-    return str(getattr(table, "protocol", "nmea"))
+class ModbusMetConfig(ModbusSensorConfig):
+    """A Modbus weather sensor (anemometer)."""
+
+    profile: str = "anemometer"
+
+
+def _by_protocol(default: str, other: str) -> Discriminator:
+    """Picks a table's model by its `protocol`: `default` if it says none, so that it may
+    be left out."""
+
+    def protocol(table: object) -> str:
+        if isinstance(table, dict):
+            return str(table.get("protocol", default))
+        return str(getattr(table, "protocol", default))
+
+    return Discriminator(protocol, custom_error_type="protocol", custom_error_message=(
+        f"`protocol` must be '{default}' (the default) or '{other}'"))
 
 
 MetConfig = Annotated[
     Annotated[NmeaMetConfig, Tag("nmea")] | Annotated[ModbusMetConfig, Tag("modbus")],
-    Discriminator(_met_protocol),
+    _by_protocol("nmea", "modbus"),
+]
+
+
+class TextAnalyzerConfig(StreamSettings, LineFormat):
+    """A gas analyzer printing text lines (serial, TCP or a capture file), read as
+    `format` says: one sample a configured channel and line."""
+
+    protocol: Literal["text"] = "text"
+
+
+class ModbusAnalyzerConfig(ModbusSensorConfig):
+    """A gas analyzer polled over Modbus like the met sensors; its profile gives the units."""
+
+    profile: str = "gas_analyzer"
+
+
+AnalyzerConfig = Annotated[
+    Annotated[TextAnalyzerConfig, Tag("text")] | Annotated[ModbusAnalyzerConfig, Tag("modbus")],
+    _by_protocol("text", "modbus"),
 ]
 
 
@@ -304,3 +336,59 @@ class MqttConfig(Strict):
         if self.password_file is not None:
             return self.password_file.read_text(encoding="utf-8").strip()
         return self.password
+
+
+# A DUT's id names MQTT topics and store rows: letters, digits, `_`, `.` and `-` only.
+DUT_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+# The fields of a DUT report, which are also the default column headers of its CSV files.
+DUT_REPORT_FIELDS = ("dut_id", "t", "window_start", "window_end", "rate", "unit", "u_rate",
+                     "lat", "lon", "detected")
+
+
+class DutConfig(Strict):
+    """A monitoring system under test (DUT): how its reports are matched to the steps, and
+    how its CSV files are read."""
+
+    reporting_delay_s: float = Field(
+        0.0, ge=0, le=86_400,
+        description="the DUT reports this long after the release it measured: each step's "
+                    "hold window is shifted by it before reports are matched")
+    min_overlap: float = Field(
+        0.5, ge=0, le=1,
+        description="a window report matches a step whose hold it overlaps by at least "
+                    "this fraction of the report's window")
+    wind_run_m: float | None = Field(
+        None, gt=0, le=1_000_000,
+        description="a report counts only once the wind has run this far since the step "
+                    "started; no key: no such rule")
+    wind_device: str | None = Field(
+        None, description="the [met.*] device whose wind_speed gives the wind run")
+    columns: dict[str, str] = Field(
+        {}, description="CSV columns: report field -> the DUT's column header")
+    timezone: str = Field("UTC", description="IANA zone of CSV times given without an offset")
+
+    @field_validator("columns")
+    @classmethod
+    def _known_fields(cls, columns: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(columns) - set(DUT_REPORT_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown report field(s) {', '.join(unknown)} (fields: "
+                             f"{', '.join(DUT_REPORT_FIELDS)})")
+        headers = [columns.get(field, field).strip() for field in DUT_REPORT_FIELDS]
+        if "" in headers or len(set(headers)) < len(headers):
+            raise ValueError("every field needs a column header of its own (a field not "
+                             "renamed keeps its name as its header)")
+        return columns
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        time_zone(value)  # ValueError naming the zone
+        return value
+
+    @model_validator(mode="after")
+    def _wind_source(self) -> DutConfig:
+        if self.wind_run_m is not None and self.wind_device is None:
+            raise ValueError("wind_run_m needs `wind_device`: the met device whose "
+                             "wind_speed is integrated")
+        return self

@@ -20,6 +20,7 @@ import structlog
 from acquisition import __version__
 from acquisition.config.station import StationConfig, config_hash
 from acquisition.mqtt.commands import CommandProcessor
+from acquisition.mqtt.dut_intake import ReportIntake
 from acquisition.mqtt.link import MqttLink
 from acquisition.run.interlocks import Interlocks
 from acquisition.run.scheduler import Scheduler, StationContext
@@ -51,6 +52,18 @@ async def cancel_and_wait(tasks: list[asyncio.Task[None]], patience_s: float = 5
         log.error("tasks did not stop", tasks=sorted(task.get_name() for task in pending))
 
 
+def _store_error_in(error: BaseException | None) -> StoreError | None:
+    """The store failure that ended a task, also from inside a task group's exceptions."""
+    if isinstance(error, StoreError):
+        return error
+    if isinstance(error, BaseExceptionGroup):
+        group = error.subgroup(lambda inner: isinstance(inner, StoreError))
+        while group is not None and isinstance(group, BaseExceptionGroup):
+            group = group.exceptions[0]  # type: ignore[assignment]
+        return group if isinstance(group, StoreError) else None
+    return None
+
+
 class Daemon:
     """One station's acquisition: owns the store, the devices and their tasks."""
 
@@ -76,7 +89,9 @@ class Daemon:
             ttl_s=config.mqtt.command_ttl_s if config.mqtt else 30.0,
             max_skew_s=config.mqtt.max_clock_skew_s if config.mqtt else 5.0)
         self.link = (MqttLink(config, self.store, self.bus, self.scheduler, self.commands,
-                              self.health) if config.mqtt else None)
+                              self.health, ReportIntake(self.store, self.scheduler, self.event,
+                                                        config.gas.species))
+                     if config.mqtt else None)
         self.ready = asyncio.Event()  # set once devices are safe and acquisition runs
         self.store_failure: StoreError | None = None  # the store cannot record: stop
         self._store_failed = asyncio.Event()
@@ -174,8 +189,8 @@ class Daemon:
             while not (stopper.done() or store_failed.done()):
                 done, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
                 for task in done - {stopper, store_failed}:
-                    if isinstance(task.exception(), StoreError):
-                        self._fail_store(task.exception())  # type: ignore[arg-type]
+                    if (failure := _store_error_in(task.exception())) is not None:
+                        self._fail_store(failure)
                         return
                     task.result()  # raises the task's exception: a bug
                     if task.get_name() not in finite:

@@ -49,6 +49,20 @@ class Topics:
     def reply(self) -> str:
         return f"{self.base}/cmd/reply"
 
+    @property
+    def dut_reports(self) -> str:
+        """Every DUT's report topic (a subscription)."""
+        return f"{self.base}/dut/+/report"
+
+    def dut_id_of(self, topic: str) -> str | None:
+        """The DUT id of a report topic, None for any other topic."""
+        head, _, rest = topic.partition(f"{self.base}/dut/")
+        dut_id, _, tail = rest.partition("/")
+        return dut_id if not head and dut_id and tail == "report" else None
+
+    def dut_reply(self, dut_id: str) -> str:
+        return f"{self.base}/dut/{dut_id}/report/reply"
+
     def telemetry(self, device: str) -> str:
         return f"{self.base}/telemetry/{device}"
 

@@ -13,9 +13,6 @@ Every command and its reply is written to the event log.
 from __future__ import annotations
 
 import contextlib
-import json
-import math
-import re
 import time
 from collections import OrderedDict
 from datetime import datetime
@@ -28,6 +25,7 @@ from pydantic import Field, ValidationError
 from acquisition.config.station import ConfigError, StationConfig, pydantic_problems
 from acquisition.config.tables import Strict
 from acquisition.events import EventSink, HealthSource
+from acquisition.json_guard import PayloadError, check_values, is_text, parse_json
 from acquisition.run.scheduler import Scheduler
 from acquisition.run.sequence import Plan, SequenceSpec, load_sequence, plan_sequence
 from acquisition.run.state import RunRejectedError
@@ -39,11 +37,7 @@ MAX_PAYLOAD_BYTES = 65_536  # an inline sequence of a few hundred steps fits
 MAX_DEPTH = 16  # {"args": {"sequence": {"steps": [{...}]}}} is 5 deep
 
 
-class CommandError(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+CommandError = PayloadError  # a refused command: the reply's error code and message
 
 
 class Args(Strict):
@@ -128,9 +122,9 @@ class CommandProcessor:
         response topic one cannot answer on): the command is refused with it."""
         command_id = None
         try:
-            raw = _parse_json(payload)
+            raw = parse_json(payload, MAX_PAYLOAD_BYTES, MAX_DEPTH, "a command")
             command_id = _id_of(raw)
-            _check_values(raw, "")
+            check_values(raw, "", "a command")
             if refusal is not None:
                 raise refusal
             envelope, args = self._validate(raw, retained)
@@ -250,89 +244,10 @@ def internal_error_reply(command_id: str | None, error: Exception) -> dict[str, 
         "internal", text.encode("utf-8", "backslashreplace").decode("utf-8")))
 
 
-def _parse_json(payload: bytes | str) -> Any:
-    """The JSON value of a payload, checked for size and depth before it is parsed: json
-    recurses once per level and fails with RecursionError near 1000."""
-    data = payload.encode("utf-8", "surrogatepass") if isinstance(payload, str) else payload
-    if len(data) > MAX_PAYLOAD_BYTES:
-        raise CommandError("too_large", f"payload of {len(data)} bytes; a command has at "
-                                        f"most {MAX_PAYLOAD_BYTES}")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise CommandError("bad_json", f"payload is not UTF-8 text: {error}") from None
-    if _nested_too_deep(text):
-        raise CommandError("too_deep", f"payload nested more than {MAX_DEPTH} levels deep "
-                                       "(arrays and objects)")
-    try:
-        raw = json.loads(text)
-    except ValueError as error:
-        raise CommandError("bad_json", f"payload is not JSON: {error}") from None
-    return raw
-
-
-# An escape pair (so that \" stays inside its string), a quote, or a bracket: one pass, no
-# backtracking, whatever the payload.
-_JSON_STRUCTURE = re.compile(r'\\.|["\[\]{}]', re.DOTALL)
-
-
-def _nested_too_deep(text: str) -> bool:
-    """Whether [ and { nest deeper than MAX_DEPTH in `text`, outside strings."""
-    depth = 0
-    in_string = False
-    for match in _JSON_STRUCTURE.finditer(text):
-        token = match.group()
-        if token == '"':
-            in_string = not in_string
-        elif in_string or token[0] == "\\":
-            continue
-        elif token in "[{":
-            depth += 1
-            if depth > MAX_DEPTH:
-                return True
-        else:
-            depth -= 1
-    return False
-
-
-def _check_values(value: Any, path: str) -> None:
-    """Refuse NaN and infinities (json reads NaN, Infinity and 1e999 as floats) and
-    strings that are not text (lone surrogates, which the event log cannot store)."""
-    where = path or "payload"
-    if isinstance(value, float) and not math.isfinite(value):
-        name = "NaN" if math.isnan(value) else ("-Infinity" if value < 0 else "Infinity")
-        raise CommandError("not_finite", f"{where}: {name} is not a number a command may "
-                                         "carry (NaN, Infinity and numbers as large as 1e999 "
-                                         "are refused)")
-    if isinstance(value, str):
-        _check_text(value, where)
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            _check_values(item, f"{path}.{index}" if path else str(index))
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _check_text(key, f"a key in {where}")
-            _check_values(item, f"{path}.{key}" if path else key)
-
-
-def _check_text(text: str, where: str) -> None:
-    if not _is_text(text):
-        raise CommandError("bad_json", f"{where}: a lone surrogate escape (\\ud800-\\udfff) "
-                                       "is not text")
-
-
-def _is_text(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _id_of(raw: Any) -> str | None:
     """The command's id if one can be read at all, so that even a refusal is matched."""
     value = raw.get("id") if isinstance(raw, dict) else None
-    return value if isinstance(value, str) and len(value) <= 64 and _is_text(value) else None
+    return value if isinstance(value, str) and len(value) <= 64 and is_text(value) else None
 
 
 def _printable(payload: bytes | str) -> str:

@@ -29,11 +29,12 @@ from acquisition.config.tables import MqttConfig
 from acquisition.events import HealthSource
 from acquisition.mqtt.client import AckedClient, Topics, make_client, topic_problem
 from acquisition.mqtt.commands import CommandError, CommandProcessor, internal_error_reply
+from acquisition.mqtt.dut_intake import ReportIntake
 from acquisition.run.scheduler import Scheduler
 from acquisition.run.state import FINAL
 from acquisition.run.status import RunStatus, redact
 from acquisition.samples.bus import SampleBus
-from acquisition.store.store import Store
+from acquisition.store.store import Store, StoreError
 from drivers.endpoint import Backoff
 from drivers.sample import Sample
 
@@ -47,10 +48,11 @@ STOP_CHECK_S = 0.5  # every loop looks at `stopping` at least this often
 class MqttLink:
     def __init__(self, config: StationConfig, store: Store, bus: SampleBus,
                  scheduler: Scheduler, commands: CommandProcessor,
-                 station_health: HealthSource) -> None:
+                 station_health: HealthSource, reports: ReportIntake) -> None:
         assert config.mqtt is not None
         self.config = config
         self.station_health = station_health
+        self.reports = reports
         self.mqtt: MqttConfig = config.mqtt
         self.topics = Topics(config.station)
         self.store = store
@@ -107,7 +109,8 @@ class MqttLink:
                 "outbox_sent": self.outbox_sent, "outbox_refused": self.outbox_refused,
                 "last_refusal": self.last_refusal, "commands": self.commands_handled,
                 "commands_refused": self.commands_refused,
-                "internal_errors": self.internal_errors, "last_error": self.last_error}
+                "internal_errors": self.internal_errors, "last_error": self.last_error,
+                "dut_reports": self.reports.health()}
 
     def _error(self, text: str) -> None:
         self.last_error = {"t_ns": time.time_ns(), "error": text}
@@ -144,11 +147,12 @@ class MqttLink:
     async def _connected(self, client: aiomqtt.Client) -> None:
         """Subscribe first, so that `connected` and the "online" status both mean that a
         command sent now is taken (one sent before the subscription would be lost)."""
-        if self.mqtt.protocol == "5":  # see a retained command as retained, live or not
-            await client.subscribe(self.topics.cmd,
-                                   options=SubscribeOptions(qos=1, retainAsPublished=True))
-        else:
-            await client.subscribe(self.topics.cmd, qos=1)
+        for topic in (self.topics.cmd, self.topics.dut_reports):
+            if self.mqtt.protocol == "5":  # see a retained message as retained, live or not
+                await client.subscribe(topic, options=SubscribeOptions(
+                    qos=1, retainAsPublished=True))
+            else:
+                await client.subscribe(topic, qos=1)
         self.online.set()
         self.connections += 1
         log.info("mqtt link up", broker=self.mqtt.url, connection=self.connections)
@@ -253,7 +257,11 @@ class MqttLink:
                     message = await anext(messages)
             except TimeoutError:
                 continue
-            if str(message.topic) != self.topics.cmd:
+            topic = str(message.topic)
+            if (dut_id := self.topics.dut_id_of(topic)) is not None:
+                await self._take_report(client, dut_id, message)
+                continue
+            if topic != self.topics.cmd:
                 continue
             try:
                 await self._answer(client, message)
@@ -261,6 +269,20 @@ class MqttLink:
                 raise  # the link is down: reconnect
             except Exception as error:  # a bug costs this command, not the daemon (and its run)
                 await self._answer_failure(client, message, error)
+
+    async def _take_report(self, client: aiomqtt.Client, dut_id: str,
+                           message: aiomqtt.Message) -> None:
+        """A DUT report: stored or refused; the DUT gets the reply on its reply topic."""
+        try:
+            reply = await self.reports.take(dut_id, _payload(message), message.retain)
+        except aiomqtt.MqttError:
+            raise
+        except StoreError:
+            raise  # the daemon stops on a failing store; the DUT gets no reply
+        except Exception as error:  # a bug costs this report, not the daemon
+            log.exception("DUT report handling failed", dut_id=dut_id)
+            reply = internal_error_reply(None, error)
+        await client.publish(self.topics.dut_reply(dut_id), json.dumps(reply), qos=1)
 
     async def _answer(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
         """Handle one command; reply on cmd/reply and, MQTT 5 request/response, also on the

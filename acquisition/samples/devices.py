@@ -1,11 +1,11 @@
-"""Builds the Modbus drivers a station config describes: lines, MFCs, sensors, valves."""
+"""Builds the Modbus drivers a station config describes: lines, MFCs, sensors (anemometers,
+gas analyzers), valves."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from acquisition.config.station import StationConfig
-from acquisition.config.tables import ModbusMetConfig
+from acquisition.config.station import StationConfig, modbus_sensors
 from drivers.mfc import MfcDriver, ModbusDevice
 from drivers.modbus_line import ModbusLine
 from drivers.valve import ShutoffValve
@@ -15,7 +15,7 @@ from drivers.valve import ShutoffValve
 class StationDevices:
     lines: dict[str, ModbusLine]
     mfcs: dict[str, MfcDriver]
-    sensors: dict[str, ModbusDevice]  # Modbus met sensors (anemometers)
+    sensors: dict[str, ModbusDevice]  # Modbus met sensors (anemometers), gas analyzers
     valves: dict[str, ShutoffValve]
 
     def close(self) -> None:
@@ -32,9 +32,8 @@ def build_devices(config: StationConfig) -> StationDevices:
         for name, mfc in config.mfcs.items()
     }
     sensors = {
-        name: ModbusDevice(name, lines[met.line], met.unit_id, met.resolved_profile)
-        for name, met in config.met.items()
-        if isinstance(met, ModbusMetConfig)
+        name: ModbusDevice(name, lines[sensor.line], sensor.unit_id, sensor.resolved_profile)
+        for _, name, sensor in modbus_sensors(config)
     }
     valves = {name: ShutoffValve(name, lines[valve.line], valve.unit_id, valve.coil)
               for name, valve in config.valves.items()}

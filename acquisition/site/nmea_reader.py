@@ -12,7 +12,6 @@ per LOG_EVERY_S for each kind of failure, and reading goes on.
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -20,16 +19,14 @@ from typing import Any, Protocol
 import structlog
 
 from acquisition.samples.bus import SampleBus
+from acquisition.site.stream_reader import LOGGED_CHARS, StreamReader
 from drivers.gnss import Fix, GnssInterpreter
 from drivers.met import MetInterpreter
 from drivers.nmea import NmeaDecoder, Sentence
 from drivers.sample import Sample, now_stamps
-from drivers.stream import StreamSettings, stream_chunks
+from drivers.stream import StreamSettings
 
 log = structlog.get_logger(__name__)
-
-LOG_EVERY_S = 60.0  # a receiver repeating a bad sentence each epoch must not flood the log
-LOGGED_CHARS = 120  # enough of an offending sentence or error to recognise it
 
 
 class Interpreter(Protocol):
@@ -41,23 +38,14 @@ class Interpreter(Protocol):
     def interpret(self, sentence: Sentence) -> tuple[list[Sample], Any]: ...
 
 
-class NmeaReader:
+class NmeaReader(StreamReader[NmeaDecoder]):
     """One streaming NMEA device: decode, interpret, publish, tell the fix listeners."""
 
     def __init__(self, name: str, settings: StreamSettings, bus: SampleBus,
                  interpreter: Interpreter, decoder: NmeaDecoder) -> None:
-        self.name = name
-        self.settings = settings
-        self.bus = bus
-        self.decoder = decoder
+        super().__init__(name, settings, bus, decoder)
         self.interpreter = interpreter
         self.fix_listeners: list[Callable[[str, Fix], None]] = []
-        self.connected = False
-        self.reconnects = 0
-        self.stopping = False
-        self._down_reported = False
-        self._quiet_until_ns: dict[str, int] = {}  # failure -> no log line for it before
-        self._unlogged: Counter[str] = Counter()  # failures not logged since the last line
 
     @property
     def stats(self) -> Counter[str]:
@@ -76,27 +64,6 @@ class NmeaReader:
             "interpret_errors": stats["interpret_error"],
             "last_error": self.interpreter.last_error,
         }
-
-    def _on_state(self, up: bool, reason: str) -> None:
-        """stream_chunks reports each change once: an up after a down is a reconnect. A
-        line cut by the link going down cannot go on over the next connection: dropped."""
-        if up and self._down_reported:
-            self.reconnects += 1
-        if not up:
-            self.decoder.flush()
-        self.connected, self._down_reported = up, not up
-
-    async def run(self) -> None:
-        chunks = stream_chunks(self.name, self.settings, self._on_state)
-        try:
-            async for chunk in chunks:
-                if self.stopping:
-                    break
-                self.feed(chunk)
-                await asyncio.sleep(0)  # a fast file replay must not starve the loop
-            self.decoder.flush()  # only a file ends: count a last line cut short
-        finally:
-            await chunks.aclose()
 
     def feed(self, chunk: bytes) -> None:
         """Decode one chunk of bytes and publish what it held."""
@@ -119,13 +86,12 @@ class NmeaReader:
         self.stats["interpret_error"] += 1
         failure = f"{sentence.kind}: {type(error).__name__}"
         self.interpreter.last_error = f"{failure}: {error}"[:LOGGED_CHARS]
-        if sentence.mono_ns < self._quiet_until_ns.get(failure, sentence.mono_ns):
-            self._unlogged[failure] += 1
+        unlogged = self._log_due(failure, sentence.mono_ns)
+        if unlogged is None:
             return
-        self._quiet_until_ns[failure] = sentence.mono_ns + int(LOG_EVERY_S * 1e9)
         log.error("sentence skipped: interpreting it failed", device=self.name, failure=failure,
                   error=str(error)[:LOGGED_CHARS], sentence=sentence.raw[:LOGGED_CHARS],
-                  not_logged_before=self._unlogged.pop(failure, 0), exc_info=error)
+                  not_logged_before=unlogged, exc_info=error)
 
 
 def gnss_reader(name: str, settings: StreamSettings, bus: SampleBus) -> NmeaReader:

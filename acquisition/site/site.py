@@ -1,8 +1,10 @@
-"""The site around the release: GNSS receivers, weather stations, release points, clock.
+"""The site around the release: GNSS receivers, weather stations, gas analyzers, release
+points, clock.
 
-Owns the NMEA readers, feeds their fixes to the release-point surveys, records each
-point's position in the store when it becomes known (and again every survey window
-for GNSS-surveyed points), and watches the host clock against GNSS time.
+Owns the stream readers (NMEA devices, gas analyzers that print text), feeds the GNSS
+fixes to the release-point surveys, records each point's position in the store when it
+becomes known (and again every survey window for GNSS-surveyed points), and watches the
+host clock against GNSS time.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ import time
 import structlog
 
 from acquisition.config.station import StationConfig
-from acquisition.config.tables import NmeaMetConfig
+from acquisition.config.tables import NmeaMetConfig, TextAnalyzerConfig
 from acquisition.events import EventSink
 from acquisition.samples.bus import SampleBus
+from acquisition.site.analyzer_reader import AnalyzerReader
 from acquisition.site.clock import ClockMonitor
 from acquisition.site.nmea_reader import NmeaReader, gnss_reader, met_reader
 from acquisition.site.positions import PointPosition, ReleasePoints
@@ -40,6 +43,10 @@ class Site:
         self.met: dict[str, NmeaReader] = {
             name: met_reader(name, settings, bus) for name, settings in config.met.items()
             if isinstance(settings, NmeaMetConfig)}
+        self.analyzers: dict[str, AnalyzerReader] = {
+            name: AnalyzerReader(name, settings, bus)
+            for name, settings in config.analyzers.items()
+            if isinstance(settings, TextAnalyzerConfig)}
         self.release_points = ReleasePoints(config.release_points)
         for reader in self.gnss.values():
             reader.fix_listeners.append(self.release_points.on_fix)
@@ -56,8 +63,9 @@ class Site:
         return ClockMonitor(reference, interpreter, self.config.clock.max_offset_s, self.emit)
 
     @property
-    def readers(self) -> dict[str, NmeaReader]:
-        return {**self.gnss, **self.met}
+    def readers(self) -> dict[str, NmeaReader | AnalyzerReader]:
+        """Every stream reader by device name (names are unique across tables)."""
+        return {**self.gnss, **self.met, **self.analyzers}
 
     def position(self, point: str) -> PointPosition | None:
         return self.release_points.position(point)

@@ -1,4 +1,4 @@
--- crf-daq run store, schema version 1. Open it with `sqlite3 FILE`; `samples_v` is the
+-- crf-daq run store, schema version 2. Open it with `sqlite3 FILE`; `samples_v` is the
 -- readable view of samples. Times are UTC nanoseconds since the epoch (`t_ns`);
 -- `datetime(t_ns / 1e9, 'unixepoch', 'subsec')` shows them as text.
 
@@ -113,3 +113,29 @@ CREATE TABLE IF NOT EXISTS outbox (
     sent_ns         INTEGER
 );
 CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox (seq) WHERE sent_ns IS NULL;
+
+-- Reports of a monitoring system under test (DUT): an emission rate, optionally where, at
+-- a time or over a window; received live over MQTT or imported from a file. Which step a
+-- report belongs to is worked out when results are shown, with the DUT's parameters of
+-- the day, so that a corrected reporting delay needs no new import. (Added in version 2.)
+CREATE TABLE IF NOT EXISTS dut_reports (
+    id              INTEGER PRIMARY KEY,
+    run_id          TEXT REFERENCES runs(id),
+    dut_id          TEXT NOT NULL,
+    source          TEXT NOT NULL CHECK (source IN ('mqtt', 'import')),
+    received_ns     INTEGER NOT NULL,             -- when crf-daq received or imported it
+    t_ns            INTEGER NOT NULL,             -- the report's time, or its window's middle
+    window_start_ns INTEGER,                      -- a window report: what it averaged over
+    window_end_ns   INTEGER,
+    rate            REAL NOT NULL,                -- as reported, in `unit`
+    unit            TEXT NOT NULL,
+    rate_kg_h       REAL NOT NULL,                -- the same as kg/h of the station's species
+    u_rate          REAL,                         -- the DUT's uncertainty, in `unit`
+    lat             REAL,                         -- WGS-84 degrees, where it put the source
+    lon             REAL,
+    detected        INTEGER NOT NULL,             -- 0: an explicit "no emission" report
+    raw             TEXT NOT NULL,                -- the payload or CSV row as received
+    import_key      TEXT UNIQUE                   -- sha256 of the file:line, so that a file
+                                                  -- is imported once; NULL when live
+);
+CREATE INDEX IF NOT EXISTS dut_reports_by_run ON dut_reports (run_id, t_ns);

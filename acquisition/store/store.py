@@ -22,7 +22,10 @@ from typing import Any, TypeVar
 
 from drivers.sample import Sample
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+DUT_REPORT_COLUMNS = ("id", "run_id", "dut_id", "source", "received_ns", "t_ns",
+                      "window_start_ns", "window_end_ns", "rate", "unit", "rate_kg_h", "u_rate",
+                      "lat", "lon", "detected", "raw", "import_key")
 MIB = 1 << 20
 T = TypeVar("T")
 
@@ -33,6 +36,10 @@ class StoreError(Exception):
 
 class StoreFullError(StoreError):
     """The disk or the store's size cap is full: nothing more can be recorded."""
+
+
+class DuplicateImportError(StoreError):
+    """Reports carry import keys already in the store: that file was imported before."""
 
 
 def _is_full(error: sqlite3.Error | OSError) -> bool:
@@ -100,7 +107,8 @@ class Store:
                 page_size = db.execute("PRAGMA page_size").fetchone()[0]
                 db.execute(f"PRAGMA max_page_count={self.max_size_mb * MIB // page_size}")
             version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, SCHEMA_VERSION):
+            # Every version so far only added tables: an older store gains them below.
+            if not 0 <= version <= SCHEMA_VERSION:
                 raise StoreError(
                     f"{self.path}: schema version {version}, this crf-daq reads {SCHEMA_VERSION}"
                 )
@@ -168,6 +176,27 @@ class Store:
             position | {"t_ns": t_ns},
         )
         return int(cursor.lastrowid or 0)
+
+    def _insert_dut_reports(self, rows: Sequence[dict[str, Any]]) -> int:
+        assert self._db is not None
+        columns = DUT_REPORT_COLUMNS[1:]
+        sql = (f"INSERT INTO dut_reports ({', '.join(columns)})"
+               f" VALUES ({', '.join(':' + column for column in columns)})")
+        try:
+            with self._db:
+                self._db.execute("BEGIN")
+                self._db.executemany(sql, [{column: row.get(column) for column in columns}
+                                           for row in rows])
+        except sqlite3.IntegrityError as error:
+            if "dut_reports.import_key" not in str(error):
+                raise
+            known = [row["import_key"] for row in rows if self._db.execute(
+                "SELECT 1 FROM dut_reports WHERE import_key = ?", (row.get("import_key"),)
+            ).fetchone()]
+            what = (f"{len(known)} of these {len(rows)} report(s) were imported before "
+                    f"(import key {known[0]})" if known else "an import key repeats")
+            raise DuplicateImportError(f"{self.path}: {what}: nothing written") from None
+        return len(rows)
 
     def _write(self, sql: str, params: Iterable[Any]) -> int:
         assert self._db is not None
@@ -248,6 +277,31 @@ class Store:
                                   "the daemon stopped without closing the run (crash or "
                                   "power loss); found at the next start", time.time_ns())
         return open_runs
+
+    async def add_dut_report(self, row: dict[str, Any]) -> None:
+        """Commit one DUT report row (see `dut_reports` in schema.sql) before returning."""
+        await self.add_dut_reports([row])
+
+    async def add_dut_reports(self, rows: Sequence[dict[str, Any]]) -> int:
+        """Commit DUT report rows all or nothing, in one transaction; how many. An import
+        key already in the store is a DuplicateImportError, and nothing is written."""
+        unknown = {key for row in rows for key in row} - set(DUT_REPORT_COLUMNS[1:])
+        if unknown:
+            raise ValueError(f"no dut_reports column(s) {', '.join(sorted(unknown))}")
+        return await self._run(self._insert_dut_reports, rows) if rows else 0
+
+    async def run_at(self, t_ns: int) -> str | None:
+        """The run whose time span holds `t_ns` (a run still going holds every later time)."""
+        rows = await self.query(
+            "SELECT id FROM runs WHERE t_start_ns <= ? AND (t_end_ns IS NULL OR t_end_ns >= ?)"
+            " ORDER BY t_start_ns DESC LIMIT 1", t_ns, t_ns)
+        return rows[0][0] if rows else None
+
+    async def dut_reports(self, run_id: str | None) -> list[dict[str, Any]]:
+        """A run's DUT reports (run_id None: those outside any run), in time order."""
+        rows = await self.query(f"SELECT {', '.join(DUT_REPORT_COLUMNS)} FROM dut_reports"
+                                " WHERE run_id IS ? ORDER BY t_ns, id", run_id)
+        return [dict(zip(DUT_REPORT_COLUMNS, row, strict=True)) for row in rows]
 
     async def enqueue(self, topic: str, payload: dict[str, Any], qos: int = 1) -> int:
         """Queue an MQTT message for store-and-forward; its payload gets `seq`."""

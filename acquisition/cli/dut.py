@@ -1,0 +1,122 @@
+"""`crf dut`: reports of the device under test (DUT). `import` brings a CSV file of them
+into a run, all rows or none; `show` prints a run's steps beside the reports matched to
+them with the DUT's parameters as configured now.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from acquisition.cli.common import load_or_report
+from acquisition.config.station import StationConfig
+from acquisition.config.tables import DUT_ID_PATTERN
+from acquisition.exit_codes import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
+
+if TYPE_CHECKING:  # the store and the dut wing are imported when a command runs
+    from acquisition.store.store import Store
+
+
+def _in_store(args: argparse.Namespace,
+              work: Callable[[StationConfig, Store], Awaitable[int]]) -> int:
+    """Load the config, open its run store (never made here: a new empty store would only
+    hide a wrong path), do `work`; the exit code."""
+    from acquisition.dut.records import UnknownRunError
+    from acquisition.store.store import Store, StoreError
+
+    config = load_or_report(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    if not config.storage.path.exists():
+        print(f"crf dut {args.dut_command}: no run store at {config.storage.path}",
+              file=sys.stderr)
+        return EXIT_FAILED
+
+    async def in_store() -> int:
+        store = Store(config.storage.path, config.storage.max_size_mb)
+        try:
+            await store.open()
+            return await work(config, store)
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(in_store())
+    except (UnknownRunError, StoreError) as error:
+        print(f"crf dut {args.dut_command}: {error}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from acquisition.dut.importer import ImportRefused, import_csv
+    from acquisition.store.store import DuplicateImportError
+
+    try:
+        data = Path(args.file).read_bytes()
+    except OSError as error:
+        print(f"crf dut import: cannot read {args.file}: {error.strerror}", file=sys.stderr)
+        return EXIT_FAILED
+
+    async def work(config: StationConfig, store: Store) -> int:
+        try:
+            count = await import_csv(store, config, args.run_id, data, args.dut)
+        except ImportRefused as refused:
+            print(f"crf dut import: {args.file}: nothing imported, {len(refused.problems)} "
+                  "problem(s):", file=sys.stderr)
+            for line, text in refused.problems:
+                print(f"{args.file}:{line}: {text}" if line else f"{args.file}: {text}",
+                      file=sys.stderr)
+            return EXIT_FAILED
+        except DuplicateImportError as error:
+            print(f"crf dut import: {args.file} was imported before, nothing imported "
+                  f"({error})", file=sys.stderr)
+            return EXIT_FAILED
+        print(f"{args.file}: {count} report(s) imported into run {args.run_id}")
+        return EXIT_OK
+
+    return _in_store(args, work)
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from acquisition.dut.show import load, render
+
+    async def work(config: StationConfig, store: Store) -> int:
+        run, steps, results = await load(store, config, args.run_id, args.dut)
+        render(run, steps, results, sys.stdout)
+        return EXIT_OK
+
+    return _in_store(args, work)
+
+
+def _dut_id(value: str) -> str:
+    if not re.fullmatch(DUT_ID_PATTERN, value):
+        raise argparse.ArgumentTypeError(f"'{value}': a DUT id is 1-64 letters, digits, "
+                                         "'_', '.' or '-'")
+    return value
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    dut = commands.add_parser("dut", help="reports of the device under test: import, show")
+    actions = dut.add_subparsers(dest="dut_command", metavar="COMMAND", required=True)
+    importer = actions.add_parser(
+        "import", help="import a CSV file of DUT reports into a run: every row checked, "
+        "then all imported or none; a file imported before is refused")
+    importer.add_argument("--config", required=True, help="station TOML file")
+    importer.add_argument("run_id", help="the run the reports belong to")
+    importer.add_argument("file", help="CSV file with a header row")
+    importer.add_argument("--dut", type=_dut_id,
+                          help="DUT of every row (its [dut.*] columns and time zone apply); "
+                          "default: each row's dut_id column")
+    importer.set_defaults(func=cmd_import)
+    show = actions.add_parser(
+        "show", help="a run's steps and the DUT reports matched to them, with the DUT's "
+        "matching parameters as configured now")
+    show.add_argument("--config", required=True, help="station TOML file")
+    show.add_argument("run_id")
+    show.add_argument("--dut", type=_dut_id, help="only this DUT's reports")
+    show.set_defaults(func=cmd_show)
