@@ -15,8 +15,8 @@ REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("acquisition", "drivers", "simulators")
 # acquisition's wings, bottom first; a module may import its own wing and those before it.
 # "shared" is the package's top-level modules (events, logs, exit codes, gas physics).
-WINGS = ["shared", "config", "store", "samples", "safety", "site", "run", "dut", "mqtt",
-         "daemon", "cli"]
+WINGS = ["shared", "config", "store", "samples", "safety", "site", "run", "dut", "results",
+         "mqtt", "daemon", "cli"]
 
 
 def module_name(path: Path) -> str:

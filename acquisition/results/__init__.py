@@ -1,0 +1,1 @@
+"""Calibration results computed from a run's stored steps, positions and matched reports."""
