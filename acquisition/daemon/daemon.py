@@ -232,7 +232,8 @@ class Daemon:
             results = await self._drive_safe("shutdown")
             if self.keeper.unconfirmed():
                 await self.keeper.wait_confirmed(self.config.safety.safe_wait_s)
-                results |= {name: self.keeper.unconfirmed().get(name) for name in results}
+                left = self.keeper.unconfirmed()
+                results = {name: left.get(name) for name in results}
             await self._record_safe("shutdown", results)
         finally:
             try:

@@ -110,11 +110,11 @@ class SafeStateKeeper:
             await self.retry()
             await asyncio.sleep(self.retry_s)
 
-    async def wait_confirmed(self, within_s: float) -> bool:
-        """Retry until every device is confirmed safe or `within_s` has passed."""
+    async def wait_confirmed(self, within_s: float) -> None:
+        """Retry until every device is confirmed safe or `within_s` has passed (when the
+        keeper's own task no longer runs: at shutdown); `unconfirmed()` says which are left."""
         deadline = time.monotonic() + within_s
         while self._unconfirmed and time.monotonic() < deadline:
             await self.retry()
             if self._unconfirmed:
                 await asyncio.sleep(min(self.retry_s, max(deadline - time.monotonic(), 0)))
-        return not self._unconfirmed
