@@ -16,7 +16,7 @@ PACKAGES = ("acquisition", "drivers", "simulators")
 # acquisition's wings, bottom first; a module may import its own wing and those before it.
 # "shared" is the package's top-level modules (events, logs, exit codes, gas physics).
 WINGS = ["shared", "config", "store", "samples", "safety", "site", "run", "dut", "results",
-         "mqtt", "daemon", "cli"]
+         "report", "export", "mqtt", "daemon", "cli"]
 
 
 def module_name(path: Path) -> str:

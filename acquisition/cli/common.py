@@ -1,12 +1,19 @@
-"""What every `crf` command needs: a config read with its errors printed, a way to stop."""
+"""What every `crf` command needs: a config read with its errors printed, a run store
+opened for a tool, a way to stop."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
 import sys
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from acquisition.config.station import ConfigError, StationConfig, load_config
+from acquisition.exit_codes import EXIT_CONFIG, EXIT_FAILED
+
+if TYPE_CHECKING:  # the store is imported when a command runs: check-config stays light
+    from acquisition.store.store import Store
 
 
 def load_or_report(path: str) -> StationConfig | None:
@@ -16,6 +23,36 @@ def load_or_report(path: str) -> StationConfig | None:
         print(f"config error{'s' if len(error.problems) > 1 else ''}:\n{error}", file=sys.stderr)
         return None
 
+
+def with_store(command: str, config_path: str,
+               work: Callable[[StationConfig, Store], Awaitable[int]]) -> int:
+    """Load the config, open its run store (never made here: a new empty store would only
+    hide a wrong path), do `work`; the exit code. A missing run, an ambiguous DUT or a store
+    error is one line on stderr starting with `command`, and exit 1."""
+    from acquisition.dut.records import UnknownRunError
+    from acquisition.results.loader import AmbiguousDutError
+    from acquisition.store.store import Store, StoreError
+
+    config = load_or_report(config_path)
+    if config is None:
+        return EXIT_CONFIG
+    if not config.storage.path.exists():
+        print(f"{command}: no run store at {config.storage.path}", file=sys.stderr)
+        return EXIT_FAILED
+
+    async def in_store() -> int:
+        store = Store(config.storage.path, config.storage.max_size_mb)
+        try:
+            await store.open()
+            return await work(config, store)
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(in_store())
+    except (UnknownRunError, AmbiguousDutError, StoreError) as error:
+        print(f"{command}: {error}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 def stop_on_signals(duration: float | None = None) -> asyncio.Event:

@@ -6,50 +6,18 @@ them with the DUT's parameters as configured now.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import re
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from acquisition.cli.common import load_or_report
+from acquisition.cli.common import with_store
 from acquisition.config.station import StationConfig
 from acquisition.config.tables import DUT_ID_PATTERN
-from acquisition.exit_codes import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
+from acquisition.exit_codes import EXIT_FAILED, EXIT_OK
 
 if TYPE_CHECKING:  # the store and the dut wing are imported when a command runs
     from acquisition.store.store import Store
-
-
-def _in_store(args: argparse.Namespace,
-              work: Callable[[StationConfig, Store], Awaitable[int]]) -> int:
-    """Load the config, open its run store (never made here: a new empty store would only
-    hide a wrong path), do `work`; the exit code."""
-    from acquisition.dut.records import UnknownRunError
-    from acquisition.store.store import Store, StoreError
-
-    config = load_or_report(args.config)
-    if config is None:
-        return EXIT_CONFIG
-    if not config.storage.path.exists():
-        print(f"crf dut {args.dut_command}: no run store at {config.storage.path}",
-              file=sys.stderr)
-        return EXIT_FAILED
-
-    async def in_store() -> int:
-        store = Store(config.storage.path, config.storage.max_size_mb)
-        try:
-            await store.open()
-            return await work(config, store)
-        finally:
-            await store.close()
-
-    try:
-        return asyncio.run(in_store())
-    except (UnknownRunError, StoreError) as error:
-        print(f"crf dut {args.dut_command}: {error}", file=sys.stderr)
-        return EXIT_FAILED
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -79,7 +47,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         print(f"{args.file}: {count} report(s) imported into run {args.run_id}")
         return EXIT_OK
 
-    return _in_store(args, work)
+    return with_store(f"crf dut {args.dut_command}", args.config, work)
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -90,7 +58,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         render(run, steps, results, sys.stdout)
         return EXIT_OK
 
-    return _in_store(args, work)
+    return with_store(f"crf dut {args.dut_command}", args.config, work)
 
 
 def _dut_id(value: str) -> str:

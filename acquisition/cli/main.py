@@ -12,7 +12,9 @@ from pathlib import Path
 from acquisition import __version__
 from acquisition.cli import ctl
 from acquisition.cli import dut as dut_cli
+from acquisition.cli import report as report_cli
 from acquisition.cli import run as run_cli
+from acquisition.cli import runs as runs_cli
 from acquisition.cli.common import load_or_report, stop_on_signals
 from acquisition.config.station import StationConfig
 from acquisition.exit_codes import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, report_unsafe
@@ -104,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     run_cli.add_parser(commands)
     ctl.add_parser(commands)
     dut_cli.add_parser(commands)
+    report_cli.add_parser(commands)
+    runs_cli.add_parser(commands)
 
     gnss = commands.add_parser("gnss", help="GNSS tools")
     gnss_commands = gnss.add_subparsers(dest="gnss_command", metavar="COMMAND", required=True)

@@ -6,30 +6,24 @@ from typing import Any
 
 from acquisition.store.store import Store
 
-STEP_COLUMNS = ("idx", "release_point", "target_value", "target_unit", "t_start_ns",
-                "t_stable_ns", "t_end_ns", "stable", "truth_mean", "u_expanded", "qc_flags")
-
 
 class UnknownRunError(Exception):
     """No run of that id in the store."""
 
 
 async def require_run(store: Store, run_id: str) -> dict[str, Any]:
-    """The run's row (id, status, start and end); UnknownRunError if there is none."""
-    rows = await store.query("SELECT id, status, t_start_ns, t_end_ns FROM runs WHERE id = ?",
-                             run_id)
+    """The run's row, every column; UnknownRunError if there is none."""
+    rows = await store.records("SELECT * FROM runs WHERE id = ?", run_id)
     if not rows:
         latest = await store.query("SELECT id FROM runs ORDER BY t_start_ns DESC LIMIT 3")
         raise UnknownRunError(f"no run '{run_id}' in {store.path} (latest: "
                               f"{', '.join(row[0] for row in latest) or 'none'})")
-    return dict(zip(("id", "status", "t_start_ns", "t_end_ns"), rows[0], strict=True))
+    return rows[0]
 
 
 async def run_steps(store: Store, run_id: str) -> list[dict[str, Any]]:
-    """The run's steps, in order."""
-    rows = await store.query(f"SELECT {', '.join(STEP_COLUMNS)} FROM steps WHERE run_id = ?"
-                             " ORDER BY idx", run_id)
-    return [dict(zip(STEP_COLUMNS, row, strict=True)) for row in rows]
+    """The run's steps, every column, in order."""
+    return await store.records("SELECT * FROM steps WHERE run_id = ? ORDER BY idx", run_id)
 
 
 async def wind_speeds(store: Store, device: str, start_ns: int, end_ns: int

@@ -14,7 +14,7 @@ import json
 import shutil
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from importlib.resources import files
 from pathlib import Path
@@ -87,7 +87,8 @@ class Store:
             if self._db is not None and self._db.in_transaction:
                 with contextlib.suppress(sqlite3.Error):  # the next write must not land
                     self._db.rollback()                   # in a half-done transaction
-            doing = "read run store" if work == self._query else "write run store"
+            reading = work in (self._query, self._cursor, self._fetch)
+            doing = "read run store" if reading else "write run store"
             raise self._failure(error, doing) from None
 
     def _failure(self, error: sqlite3.Error | OSError, doing: str) -> StoreError:
@@ -219,6 +220,13 @@ class Store:
         assert self._db is not None
         return self._db.execute(sql, tuple(params)).fetchall()
 
+    def _cursor(self, sql: str, params: Iterable[Any]) -> sqlite3.Cursor:
+        assert self._db is not None
+        return self._db.execute(sql, tuple(params))
+
+    def _fetch(self, cursor: sqlite3.Cursor, size: int) -> list[tuple[Any, ...]]:
+        return cursor.fetchmany(size)
+
     # --- event-loop side ----------------------------------------------------------
 
     async def add_samples(self, tagged: Sequence[tuple[Sample, str | None]]) -> None:
@@ -324,3 +332,22 @@ class Store:
     async def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         """Read-only helper for tools and tests."""
         return await self._run(self._query, sql, params)
+
+    async def records(self, sql: str, *params: Any) -> list[dict[str, Any]]:
+        """The rows of a query as dicts keyed by column name."""
+        rows: list[dict[str, Any]] = []
+        async for columns, batch in self.batches(sql, *params):
+            rows.extend(dict(zip(columns, row, strict=True)) for row in batch)
+        return rows
+
+    async def batches(self, sql: str, *params: Any, size: int = 50_000
+                      ) -> AsyncIterator[tuple[list[str], list[tuple[Any, ...]]]]:
+        """The rows of a query, `size` at a time, each batch with the column names: a
+        long run's samples are read without holding them all in memory."""
+        cursor = await self._run(self._cursor, sql, params)
+        columns = [column[0] for column in cursor.description or ()]
+        try:
+            while rows := await self._run(self._fetch, cursor, size):
+                yield columns, rows
+        finally:
+            await self._run(cursor.close)
