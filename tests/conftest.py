@@ -12,7 +12,7 @@ from acquisition.config.station import StationConfig, load_config
 from simulators.station import SimStation
 from tests.stations import write_station
 
-pytest_plugins = ["tests.broker"]
+pytest_plugins = ["tests.broker", "tests.calibrated"]
 
 
 @pytest.fixture
