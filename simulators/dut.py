@@ -27,9 +27,9 @@ import numpy as np
 import structlog
 
 from acquisition.config.tables import MqttConfig
+from acquisition.geodesy import offset_to_degrees
 from acquisition.mqtt.client import AckedClient, Topics, make_client
 from drivers.endpoint import Backoff
-from simulators.gnss import metres_to_degrees
 from simulators.plume import Source
 from simulators.settings import DutSim
 
@@ -263,6 +263,6 @@ class SimulatedDut:
             return None, None
         heading = float(self.rng.uniform(0.0, 2 * math.pi))
         distance = self.settings.localization_error_m
-        d_lat, d_lon = metres_to_degrees(where[0], distance * math.cos(heading),
+        d_lat, d_lon = offset_to_degrees(where[0], distance * math.cos(heading),
                                          distance * math.sin(heading))
         return where[0] + d_lat, where[1] + d_lon

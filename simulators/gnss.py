@@ -14,13 +14,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from acquisition.geodesy import offset_to_degrees
 from simulators.nmea_out import GNSS_SENTENCES, NO_DOP, Epoch
 from simulators.settings import FixQuality, GnssSim
 from simulators.stream_device import StreamDevice
 from simulators.stream_port import StreamPort
 
-WGS84_A = 6_378_137.0
-WGS84_E2 = 6.694_379_990_14e-3
 VERTICAL_FACTOR = 1.5  # vertical sigma / horizontal sigma
 VDOP_FACTOR = 1.5
 SATS_WANDER = 2  # satellites in use drift this far from the quality's typical count
@@ -52,16 +51,6 @@ QUALITIES: dict[str, Quality] = {
     "rtk_float": Quality(5, "F", 0.3, 18, 0.7),
     "rtk_fixed": Quality(4, "R", 0.015, 22, 0.6),
 }
-
-
-def metres_to_degrees(latitude: float, north_m: float, east_m: float) -> tuple[float, float]:
-    """Small north/east offsets as latitude/longitude differences (WGS-84 radii)."""
-    phi = math.radians(latitude)
-    w = math.sqrt(1 - WGS84_E2 * math.sin(phi) ** 2)
-    meridian = WGS84_A * (1 - WGS84_E2) / w**3
-    normal = WGS84_A / w
-    return (math.degrees(north_m / meridian),
-            math.degrees(east_m / (normal * max(math.cos(phi), 1e-9))))
 
 
 class SimulatedGnss(StreamDevice):
@@ -130,7 +119,7 @@ class SimulatedGnss(StreamDevice):
         north, east = self.rng.normal(0.0, sigma_h, 2)
         up = self.rng.normal(0.0, sigma_v)
         true = self.true_position
-        d_lat, d_lon = metres_to_degrees(true.latitude, north, east)
+        d_lat, d_lon = offset_to_degrees(true.latitude, north, east)
         longitude = (true.longitude + d_lon + 180) % 360 - 180  # across the antimeridian
         return Epoch(utc, quality.code, quality.mode, true.latitude + d_lat,
                      longitude, true.altitude_m + up, sats, hdop, vdop,

@@ -22,7 +22,7 @@ from typing import Literal
 import numpy as np
 
 from acquisition.gas import T0, R, species
-from acquisition.site.positions import local_offsets_m
+from acquisition.geodesy import local_offset_m
 
 Stability = Literal["A", "B", "C", "D", "E", "F"]
 MIN_WIND_M_S = 0.5
@@ -95,7 +95,7 @@ def excess_ppm(sources: Sequence[Source], latitude: np.ndarray, longitude: np.nd
     for source in sources:
         if source.rate_kg_h <= 0:
             continue
-        east, north = local_offsets_m(lat, lon, source.latitude, source.longitude)
+        east, north = local_offset_m(lat, lon, source.latitude, source.longitude)
         x, y = downwind_crosswind(east, north, wind_from_deg)
         total += plume_g_m3(source.rate_kg_h / 3.6, wind_m_s, x, y, height_m, source_height_m,
                             stability)

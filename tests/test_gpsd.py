@@ -26,7 +26,8 @@ import numpy as np
 import pytest
 
 from acquisition.config.station import load_config
-from simulators.gnss import Position, SimulatedGnss, metres_to_degrees
+from acquisition.geodesy import offset_to_degrees
+from simulators.gnss import Position, SimulatedGnss
 from simulators.station import SimStation
 from tests.stations import free_port, read_until, write_station
 
@@ -120,7 +121,7 @@ async def test_gpsd_reports_the_simulated_rtk_fixed_position(tmp_path: Path) -> 
     async with sim, gpsd_watching(str(tmp_path / "dev" / "rx"), tmp_path) as reader:
         reports = await tpvs(reader, 10)
     assert {(r["mode"], r.get("status")) for r in reports} == {(3, 3)}  # 3D, RTK fixed
-    lat_m, lon_m = metres_to_degrees(TRUE.latitude, 1.0, 1.0)
+    lat_m, lon_m = offset_to_degrees(TRUE.latitude, 1.0, 1.0)
     north = (np.array([r["lat"] for r in reports]) - TRUE.latitude) / lat_m
     east = (np.array([r["lon"] for r in reports]) - TRUE.longitude) / lon_m
     assert np.hypot(north, east).max() < 1.0

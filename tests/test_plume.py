@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from acquisition.site.positions import EARTH_RADIUS_M
+from acquisition.geodesy import offset_to_degrees
 from simulators.plume import (
     BRIGGS_OPEN_COUNTRY,
     MIN_WIND_M_S,
@@ -78,8 +78,8 @@ def test_calm_air_is_taken_as_the_lightest_wind() -> None:
 
 
 def north_of_source(metres: float) -> tuple[float, float]:
-    """On the sphere of acquisition.site.positions, whose local metres the plume uses."""
-    return LAT0 + math.degrees(metres / EARTH_RADIUS_M), LON0
+    """The position `metres` north of the source."""
+    return LAT0 + offset_to_degrees(LAT0, metres, 0.0)[0], LON0
 
 
 @pytest.mark.parametrize(("wind_from", "downwind", "across"), [

@@ -10,14 +10,9 @@ import numpy as np
 import pytest
 
 from acquisition.config.tables import ReleasePointConfig, SurveyConfig
+from acquisition.geodesy import distance_m, local_offset_m, offset_to_degrees
 from acquisition.site.clock import ClockMonitor
-from acquisition.site.positions import (
-    EARTH_RADIUS_M,
-    ReleasePoints,
-    Survey,
-    horizontal_distance_m,
-    local_offsets_m,
-)
+from acquisition.site.positions import ReleasePoints, Survey
 from drivers.gnss import Fix, GnssInterpreter
 from drivers.nmea import NmeaDecoder
 from tests.test_gnss import nmea
@@ -31,8 +26,9 @@ def fix(t_s: float, lat: float, lon: float, quality: int = 4, alt: float = 100.0
 
 def noisy_fixes(n: int, sigma_m: float, seed: int = 1, t0: float = 0.0) -> list[Fix]:
     rng = np.random.default_rng(seed)
-    dlat = np.degrees(rng.normal(0, sigma_m, n) / EARTH_RADIUS_M)
-    dlon = np.degrees(rng.normal(0, sigma_m, n) / (EARTH_RADIUS_M * math.cos(math.radians(LAT0))))
+    metre_lat, metre_lon = offset_to_degrees(LAT0, 1.0, 1.0)
+    dlat = rng.normal(0, sigma_m, n) * metre_lat
+    dlon = rng.normal(0, sigma_m, n) * metre_lon
     return [fix(t0 + i, LAT0 + a, LON0 + b, alt=100 + rng.normal(0, 0.02))
             for i, (a, b) in enumerate(zip(dlat, dlon, strict=True))]
 
@@ -50,7 +46,7 @@ def test_survey_mean_and_spread_from_good_fixes_only() -> None:
         survey.add(f)
     position = survey.position()
     assert position is not None and position.n_fixes == 249
-    assert horizontal_distance_m(position.latitude, position.longitude, LAT0, LON0) < 0.01
+    assert distance_m(position.latitude, position.longitude, LAT0, LON0) < 0.01
     # 2-D spread of N(0, 0.02 m) in east and north: sqrt(2) * 0.02
     assert position.horizontal_spread_m == pytest.approx(0.02 * math.sqrt(2), rel=0.15)
     assert position.vertical_spread_m == pytest.approx(0.02, rel=0.25)
@@ -81,12 +77,16 @@ def test_surveyed_point_and_receiver_routing() -> None:
     assert points.position("roving") is not None
 
 
-def test_distances() -> None:
-    assert horizontal_distance_m(0, 0, 1, 0) == pytest.approx(111_195, rel=1e-4)
-    east, north = local_offsets_m(np.array([LAT0]), np.array([LON0 + 0.0001]), LAT0, LON0)
-    assert east[0] == pytest.approx(horizontal_distance_m(LAT0, LON0, LAT0, LON0 + 0.0001),
-                                    rel=1e-4)
+def test_distances_on_the_wgs84_ellipsoid() -> None:
+    # One degree of latitude at the equator: the meridian radius there, a (1 - e^2), is
+    # 6,335,439.3 m, so 110,574.3 m; one of longitude: a, so 111,319.5 m.
+    assert distance_m(1, 0, 0, 0) == pytest.approx(110_574.3, abs=0.1)
+    assert distance_m(0, 1, 0, 0) == pytest.approx(111_319.5, abs=0.1)
+    east, north = local_offset_m(np.array([LAT0]), np.array([LON0 + 0.0001]), LAT0, LON0)
+    assert east[0] == pytest.approx(distance_m(LAT0, LON0 + 0.0001, LAT0, LON0), rel=1e-12)
     assert north[0] == 0
+    north_deg, east_deg = offset_to_degrees(LAT0, 3.0, 4.0)
+    assert distance_m(LAT0 + north_deg, LON0 + east_deg, LAT0, LON0) == pytest.approx(5.0)
 
 
 async def test_clock_monitor_warns_past_the_limit_and_when_back() -> None:

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from acquisition.dut.matching import MatchParams, match_reports
-from acquisition.results.calibration import compute_results, distance_m, local_offset_m
+from acquisition.geodesy import distance_m, local_offset_m
+from acquisition.results.calibration import compute_results
 from acquisition.run.truth import BudgetItem, Truth
 
 S = 1_000_000_000

@@ -5,7 +5,6 @@ station's own analyzer parser in every format."""
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 import serial
 
 from acquisition.config.station import StationConfig
-from acquisition.site.positions import EARTH_RADIUS_M
+from acquisition.geodesy import offset_to_degrees
 from drivers.analyzer import LineFormat, LineParser
 from simulators.analyzer import analyzer_line
 from simulators.plume import Source, excess_ppm
@@ -37,8 +36,8 @@ TIMESTAMP = {"delimited": '{ field = "t" }', "keyvalue": '{ field = "t" }',
 
 
 def north_of_p1(metres: float) -> float:
-    """The latitude `metres` north of P1, on the sphere the plume's local metres use."""
-    return LAT0 + math.degrees(metres / EARTH_RADIUS_M)
+    """The latitude `metres` north of P1."""
+    return LAT0 + offset_to_degrees(LAT0, metres, 0.0)[0]
 
 
 def analyzer_tables(tmp_path: Path, name: str, fmt: str, north_m: float) -> str:

@@ -15,7 +15,7 @@ import pytest
 
 from acquisition.config.station import StationConfig
 from acquisition.dut.report import validate_report
-from acquisition.site.positions import horizontal_distance_m
+from acquisition.geodesy import distance_m
 from simulators.dut import SimulatedDut
 from simulators.settings import SimConfigError
 from simulators.station import SimStation
@@ -151,7 +151,7 @@ async def test_a_hold_is_reported_with_its_window_and_the_biased_truth(
     assert report["rate"] == pytest.approx(truth * (1 + BIAS), abs=5 * NOISE_KG_H)
     assert report["u_rate"] == NOISE_KG_H
     # Placed by WGS-84 radii, measured on the station's sphere: within 0.5 %.
-    off = horizontal_distance_m(P1[0], P1[1], report["lat"], report["lon"])
+    off = distance_m(report["lat"], report["lon"], P1[0], P1[1])
     assert off == pytest.approx(MISPLACED_M, rel=5e-3)
 
 

@@ -24,10 +24,11 @@ from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient
 
 from acquisition.config.station import StationConfig, load_config
+from acquisition.geodesy import offset_to_degrees
 from drivers.gnss import Fix, GnssInterpreter
 from drivers.met import MetInterpreter
 from drivers.nmea import NmeaDecoder, Sentence
-from simulators.gnss import QUALITIES, Position, SimulatedGnss, metres_to_degrees
+from simulators.gnss import QUALITIES, Position, SimulatedGnss
 from simulators.met import NmeaMet, SimulatedAnemometer
 from simulators.nmea_out import GNSS_SENTENCES, Epoch, mda, mwv
 from simulators.settings import GnssSim, MetSim, SimConfigError
@@ -200,7 +201,7 @@ def linked(path: str | None) -> bool:
 
 def offsets_m(fixes: list[Fix], true: Position) -> tuple[np.ndarray, np.ndarray]:
     """North and east offsets of fixes from the true position, metres."""
-    metre_lat, metre_lon = metres_to_degrees(true.latitude, 1.0, 1.0)
+    metre_lat, metre_lon = offset_to_degrees(true.latitude, 1.0, 1.0)
     north = np.array([(f.lat or 0) - true.latitude for f in fixes]) / metre_lat
     east = np.array([(f.lon or 0) - true.longitude for f in fixes]) / metre_lon
     return north, east

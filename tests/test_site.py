@@ -15,9 +15,9 @@ import pytest
 
 from acquisition.config.station import StationConfig
 from acquisition.daemon.daemon import Daemon
+from acquisition.geodesy import distance_m
 from acquisition.run.state import State
 from acquisition.samples.bus import Subscription
-from acquisition.site.positions import horizontal_distance_m
 from drivers.sample import Sample
 from simulators.station import SimStation
 from tests.stations import free_port, running_daemon, store_rows
@@ -129,7 +129,7 @@ async def test_survey_position_is_recorded_and_attached_to_runs_and_steps(
     await recorded.until(lambda: "P1" in daemon.site.position_ids)
     position = daemon.site.position("P1")
     assert position is not None and position.n_fixes >= 5
-    assert horizontal_distance_m(position.latitude, position.longitude, LAT, LON) < 0.05
+    assert distance_m(position.latitude, position.longitude, LAT, LON) < 0.05
     assert 0 < position.horizontal_spread_m < 0.1  # RTK fixed noise: centimetres
     await daemon.scheduler.start(plan_of(site_config, [{"point": "P1", "rate": 0.05},
                                                        {"point": "P2", "rate": 0.2}]))

@@ -40,11 +40,8 @@ from typing import Any
 import numpy as np
 
 from acquisition.dut.matching import Matching, ReportMatch
+from acquisition.geodesy import local_offset_m
 
-# WGS-84
-WGS84_A_M = 6_378_137.0
-WGS84_F = 1 / 298.257223563
-WGS84_E2 = WGS84_F * (2 - WGS84_F)
 COVERAGE_K = 2.0
 
 # Flags of a point (those with ":<step>" name the step's idx).
@@ -131,23 +128,6 @@ def _num(value: float | None) -> float | None:
 def _mean(values: Iterable[float]) -> float | None:
     values = list(values)
     return float(np.mean(values)) if values else None
-
-
-def local_offset_m(lat: float, lon: float, lat0: float, lon0: float) -> tuple[float, float]:
-    """East and north metres of (lat, lon) from (lat0, lon0), in the WGS-84 local tangent
-    plane at (lat0, lon0): the ellipsoid's radii of curvature there."""
-    phi0 = math.radians(lat0)
-    w2 = 1 - WGS84_E2 * math.sin(phi0) ** 2
-    r_meridian = WGS84_A_M * (1 - WGS84_E2) / w2 ** 1.5
-    r_prime_vertical = WGS84_A_M / math.sqrt(w2)
-    east = r_prime_vertical * math.cos(phi0) * math.radians(lon - lon0)
-    north = r_meridian * math.radians(lat - lat0)
-    return east, north
-
-
-def distance_m(lat: float, lon: float, lat0: float, lon0: float) -> float:
-    """Horizontal distance of (lat, lon) from (lat0, lon0) (see `local_offset_m`)."""
-    return math.hypot(*local_offset_m(lat, lon, lat0, lon0))
 
 
 def _is_blank(step: Mapping[str, Any]) -> bool:

@@ -16,9 +16,8 @@ from typing import Any
 import numpy as np
 
 from acquisition.config.tables import ReleasePointConfig, SurveyConfig
+from acquisition.geodesy import local_offset_m
 from drivers.gnss import Fix, at_least
-
-EARTH_RADIUS_M = 6_371_008.8  # IUGG mean radius; the local projection error is < 0.5 %
 
 
 @dataclass(frozen=True)
@@ -37,22 +36,6 @@ class PointPosition:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def local_offsets_m(lat: np.ndarray, lon: np.ndarray, lat0: float, lon0: float
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """East and north offsets in metres of (lat, lon) from (lat0, lon0)."""
-    east = np.radians(lon - lon0) * EARTH_RADIUS_M * math.cos(math.radians(lat0))
-    north = np.radians(lat - lat0) * EARTH_RADIUS_M
-    return east, north
-
-
-def horizontal_distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """Great-circle (haversine) distance in metres."""
-    phi1, phi2 = math.radians(lat1), math.radians(lat2)
-    a = (math.sin((phi2 - phi1) / 2) ** 2
-         + math.cos(phi1) * math.cos(phi2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2)
-    return 2 * EARTH_RADIUS_M * math.asin(math.sqrt(a))
 
 
 class Survey:
@@ -84,7 +67,7 @@ class Survey:
             return None
         data = np.array([(lat, lon) for _, lat, lon, _ in self._fixes])
         lat0, lon0 = float(data[:, 0].mean()), float(data[:, 1].mean())
-        east, north = local_offsets_m(data[:, 0], data[:, 1], lat0, lon0)
+        east, north = local_offset_m(data[:, 0], data[:, 1], lat0, lon0)
         ddof = 1 if len(data) > 1 else 0
         spread = math.sqrt(float(np.var(east, ddof=ddof) + np.var(north, ddof=ddof)))
         altitudes = np.array([alt for *_, alt in self._fixes if alt is not None])
