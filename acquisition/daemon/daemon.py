@@ -6,6 +6,10 @@ store opens and records how that went, and polling starts. On any way out (stop 
 signal, error, a full store) a run in progress is closed, the pollers stop, every device
 is made safe again (and retried up to `safety.safe_wait_s` if it does not confirm), the
 remaining samples are committed and the store is closed.
+
+Run by systemd as a Type=notify service, it says READY=1 once acquiring, feeds the
+watchdog while acquisition makes progress (watchdog.py), and says STOPPING=1 with the
+time its stop may take when it begins to stop.
 """
 
 from __future__ import annotations
@@ -19,6 +23,13 @@ import structlog
 
 from acquisition import __version__
 from acquisition.config.station import StationConfig, config_hash
+from acquisition.daemon.notify import SystemdNotifier, watchdog_interval_s
+from acquisition.daemon.watchdog import (
+    STATUS_INTERVAL_S,
+    StatusLine,
+    Watchdog,
+    acquisition_progress,
+)
 from acquisition.mqtt.commands import CommandProcessor
 from acquisition.mqtt.dut_intake import ReportIntake
 from acquisition.mqtt.link import MqttLink
@@ -37,9 +48,21 @@ from acquisition.store.store import Store, StoreError
 
 log = structlog.get_logger(__name__)
 RUN_CLOSE_TIMEOUT_S = 20.0  # for an active run to make its devices safe and close
+TASKS_STOP_PATIENCE_S = 5.0  # for the workers' tasks to end once cancelled
+STORE_CLOSE_S = 10.0  # to commit the last samples, record the stop and close the store
 
 
-async def cancel_and_wait(tasks: list[asyncio.Task[None]], patience_s: float = 5.0) -> None:
+def stop_budget_s(config: StationConfig) -> float:
+    """The longest a stop can take (`_shutdown`): close the run, end the tasks, zero every
+    device, retry the unconfirmed ones for `safety.safe_wait_s` (a retry begun just before
+    the end takes one more zeroing timeout), then close the store."""
+    zeroing_s = config.acquisition.zero_timeout_s
+    return (RUN_CLOSE_TIMEOUT_S + TASKS_STOP_PATIENCE_S + zeroing_s
+            + config.safety.safe_wait_s + zeroing_s + STORE_CLOSE_S)
+
+
+async def cancel_and_wait(tasks: list[asyncio.Task[None]],
+                          patience_s: float = TASKS_STOP_PATIENCE_S) -> None:
     """Cancel tasks and wait for them, cancelling again any that swallowed the cancel."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + patience_s
@@ -93,6 +116,7 @@ class Daemon:
                                                         config.gas.species))
                      if config.mqtt else None)
         self.ready = asyncio.Event()  # set once devices are safe and acquisition runs
+        self.systemd = SystemdNotifier.from_environment()  # None unless run by systemd
         self.store_failure: StoreError | None = None  # the store cannot record: stop
         self._store_failed = asyncio.Event()
 
@@ -173,6 +197,9 @@ class Daemon:
                      sensors=list(self.devices.sensors), streams=list(self.site.readers),
                      store=str(self.config.storage.path))
             self.ready.set()
+            if self.systemd is not None:
+                tasks.append(asyncio.create_task(self._watchdog(self.systemd).run(),
+                                                 name="watchdog"))
             await self._wait(stop, tasks)
         finally:
             await self._shutdown(tasks)
@@ -200,6 +227,16 @@ class Daemon:
             stopper.cancel()
             store_failed.cancel()
 
+    def _watchdog(self, systemd: SystemdNotifier) -> Watchdog:
+        """Tell systemd the daemon is ready; the task that feeds its watchdog."""
+        interval_s = watchdog_interval_s()
+        status = StatusLine(self.scheduler, self.pollers, self.recorder, self.keeper)
+        systemd.send("READY=1", f"STATUS={status()}")
+        progress = acquisition_progress(self.pollers.values(), self.recorder,
+                                        self.config.acquisition,
+                                        interval_s or STATUS_INTERVAL_S)
+        return Watchdog(systemd, interval_s, progress, status)
+
     async def _drive_safe(self, why: str) -> dict[str, str | None]:
         """Zero every MFC and close every valve; the keeper retries what it cannot confirm."""
         for line in self.devices.lines.values():
@@ -216,6 +253,9 @@ class Daemon:
                                                "unconfirmed": unconfirmed(results)})
 
     async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
+        if self.systemd is not None:  # STOPPING first: the watchdog no longer applies
+            self.systemd.send("STOPPING=1", "STATUS=stopping: making every device safe")
+            self.systemd.send(f"EXTEND_TIMEOUT_USEC={int(stop_budget_s(self.config) * 1e6)}")
         if self.scheduler.running:  # close the run properly while the devices still poll
             with contextlib.suppress(RunRejectedError):  # unless it is ending already
                 if self.store_failure is not None:
@@ -249,4 +289,6 @@ class Daemon:
             finally:
                 self.devices.close()
                 await self.store.close()
+                if self.systemd is not None:
+                    self.systemd.close()
                 log.info("stopped", samples_recorded=self.recorder.committed)
