@@ -1,8 +1,9 @@
 """One real calibration run, made once per test session for the tools that read a finished
 run (`crf report`, `crf runs`): the simulated station, a real mosquitto, the daemon, and
-the simulated DUT (+5 % bias, 2 m localization error) reporting after every hold. The
-sequence has a blank and two points with two repeats each, so that every figure of the
-results (errors, repeatabilities, localization, parity) exists.
+the simulated DUT (+5 % bias, 2 m localization error) reporting after every hold, and a
+simulated weather station giving the calibration conditions that the `[certificate]`
+table limits. The sequence has a blank and two points with two repeats each, so that
+every figure of the results (errors, repeatabilities, localization, parity) exists.
 
 Register with `pytest_plugins = ["tests.calibrated"]`; use the `calibrated_run` fixture
 and never write to its store (copy it first): it is shared by every test of the session.
@@ -34,6 +35,36 @@ noise_kg_h = 0.002
 localization_error_m = 2.0
 seed = 3
 """
+# The weather the simulated station reports, and the certificate's limits around it.
+TEMPERATURE_C, PRESSURE_HPA, WIND_M_S, WIND_FROM_DEG = 21.5, 1008.0, 3.0, 250.0
+CERTIFICATE = """
+[certificate]
+laboratory = "Test Metrology Lab"
+address = "1 Test Road"
+recalibration_interval_months = 6
+[certificate.conditions]
+device = "ws1"
+temperature_c = { min = -10, max = 40 }
+pressure_kpa = { min = 80, max = 110 }
+wind_speed_m_s = { min = 0.5, max = 12 }
+wind_sector_deg = [180, 340]
+"""
+
+
+def met_tables(workdir: Path) -> str:
+    return f"""
+[met.ws1]
+port = "{workdir / 'dev' / 'met1'}"
+[sim.met.ws1]
+wind_speed_m_s = {WIND_M_S}
+gust_m_s = 0.3
+direction_deg = {WIND_FROM_DEG}
+temperature_c = {TEMPERATURE_C}
+pressure_hpa = {PRESSURE_HPA}
+rate_hz = 2
+"""
+
+
 STEPS = [{"point": "P1", "rate": 0}, {"point": "P1", "rate": 0.1},
          {"point": "P1", "rate": 0.3}, {"point": "P1", "rate": 0.1},
          {"point": "P1", "rate": 0.3}]
@@ -65,7 +96,8 @@ async def _calibrate(config: StationConfig) -> str:
 def calibrated_run(tmp_path_factory: pytest.TempPathFactory) -> CalibratedRun:
     workdir = tmp_path_factory.mktemp("calibrated")
     with Broker(workdir / "broker") as broker:
-        path = write_station(workdir, extra=POINTS + mqtt_table(broker) + DUT)
+        path = write_station(workdir, extra=POINTS + mqtt_table(broker) + DUT
+                             + met_tables(workdir) + CERTIFICATE)
         config = load_config(path)
         run_id = asyncio.run(_calibrate(config))
     return CalibratedRun(path, config, run_id)

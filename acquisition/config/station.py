@@ -19,6 +19,7 @@ from acquisition.config.tables import (
     DUT_ID_PATTERN,
     AcquisitionConfig,
     AnalyzerConfig,
+    CertificateConfig,
     ClockConfig,
     DutConfig,
     GasConfig,
@@ -58,6 +59,8 @@ class StationConfig(Strict):
     dut: dict[str, DutConfig] = Field(
         default_factory=dict, description="monitoring systems under test, by DUT id")
     mqtt: MqttConfig | None = Field(None, description="no table: no MQTT")
+    certificate: CertificateConfig = Field(
+        CertificateConfig(), description="what the calibration certificate states")
     sequences_dir: Path = Field(Path("sequences"),
                                 description="sequence files; relative to the config file")
     sim: dict[str, Any] = Field(default_factory=dict,
@@ -224,6 +227,10 @@ def _cross_check(config: StationConfig) -> list[tuple[str, str]]:
             problems.append((f"safety.{key}.device", f"no MFC or met device named "
                              f"'{interlock.device}'"))
     problems += _dut_problems(config)
+    conditions_device = config.certificate.conditions.device
+    if conditions_device is not None and conditions_device not in config.met:
+        problems.append(("certificate.conditions.device", f"no met device named "
+                         f"'{conditions_device}' (defined: {', '.join(config.met) or 'none'})"))
     if config.clock.reference and config.clock.reference not in config.gnss:
         problems.append(("clock.reference",
                          f"no GNSS receiver named '{config.clock.reference}'"))

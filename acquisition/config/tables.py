@@ -338,6 +338,59 @@ class MqttConfig(Strict):
         return self.password
 
 
+class ConditionRange(Strict):
+    """The allowed range of one calibration condition; an end left out is no limit."""
+
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ConditionRange:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}")
+        return self
+
+
+class ConditionLimits(Strict):
+    """The calibration conditions (the specification's section 6) every step's hold is
+    checked against on the certificate, and the weather device that measures them."""
+
+    device: str | None = Field(
+        None, description="the [met.*] device that gives the conditions; default: the "
+                          "station's only met device")
+    temperature_c: ConditionRange = ConditionRange()
+    pressure_kpa: ConditionRange = ConditionRange()
+    wind_speed_m_s: ConditionRange = ConditionRange()
+    wind_sector_deg: tuple[float, float] | None = Field(
+        None, description="allowed directions the wind blows from: clockwise from the "
+                          "first to the second, degrees true; no key: any direction")
+
+    @field_validator("wind_sector_deg")
+    @classmethod
+    def _degrees(cls, sector: tuple[float, float] | None) -> tuple[float, float] | None:
+        if sector is not None and not all(0 <= end <= 360 for end in sector):
+            raise ValueError("both ends of the sector are directions from 0 to 360 degrees")
+        return sector
+
+
+class CertificateConfig(Strict):
+    """What the calibration certificate says of the issuing laboratory and the standard;
+    every key has a default, so a station without the table still gets a report."""
+
+    laboratory: str = Field("", description="the issuing body's name")
+    address: str = ""
+    standard_name: str | None = Field(
+        None, description="the standard used; default: the Controlled Release Facility, "
+                          "in the report's language(s)")
+    specification: str | None = Field(
+        None, description="the technical document calibrated against; default: the "
+                          "calibration specification of GHG fugitive-emission monitoring "
+                          "systems, in the report's language(s)")
+    recalibration_interval_months: int = Field(
+        12, ge=1, le=120, description="the recommended re-calibration interval, at most")
+    conditions: ConditionLimits = ConditionLimits()
+
+
 # A DUT's id names MQTT topics and store rows: letters, digits, `_`, `.` and `-` only.
 DUT_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 # The fields of a DUT report, which are also the default column headers of its CSV files.
