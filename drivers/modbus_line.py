@@ -8,6 +8,7 @@ every pymodbus failure into one of three errors that say what happened.
 from __future__ import annotations
 
 import asyncio
+import os
 import termios
 import time
 from collections.abc import Awaitable, Callable
@@ -134,6 +135,18 @@ class ModbusLine:
         """Skip the reconnect backoff once: used before a safety action that must be tried."""
         self._next_attempt = 0.0
 
+    def _port_problem(self) -> str:
+        """Why a serial port did not open, when the file system tells (pymodbus only
+        returns False): the two faults a field engineer meets first."""
+        port = self.settings.port
+        if self.settings.transport != "serial" or not port:
+            return ""
+        if not os.path.exists(port):
+            return ": no such device (adapter unplugged, or a different name?)"
+        if not os.access(port, os.R_OK | os.W_OK):
+            return ": permission denied (is the user in the 'dialout' group?)"
+        return ""
+
     async def _ensure_connected(self) -> None:
         if self._client.connected:
             return
@@ -152,7 +165,7 @@ class ModbusLine:
             opened = False
             cause = f": {error}"
         else:
-            cause = ""
+            cause = "" if opened else self._port_problem()
         if opened:
             self._backoff.reset()
             if self._was_up is False:

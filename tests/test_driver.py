@@ -175,6 +175,8 @@ async def test_missing_port_is_a_clear_line_error(tmp_path: Path, config: Statio
     try:
         samples = await devices.mfcs["alicat"].poll()
         assert {s.quality for s in samples} == {Quality.DISCONNECTED}
-        assert f"cannot open {tmp_path / 'dev' / 'bus0'}" in (samples[0].detail or "")
+        assert f"cannot open {tmp_path / 'dev' / 'bus0'}: no such device" in (
+            samples[0].detail or "")
     finally:
         devices.close()
+
