@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from importlib.metadata import entry_points
@@ -15,7 +14,7 @@ from acquisition.cli import dut as dut_cli
 from acquisition.cli import report as report_cli
 from acquisition.cli import run as run_cli
 from acquisition.cli import runs as runs_cli
-from acquisition.cli.common import load_or_report, stop_on_signals
+from acquisition.cli.common import load_or_report, run_acquisition, stop_on_signals
 from acquisition.config.station import StationConfig
 from acquisition.exit_codes import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, report_unsafe
 from acquisition.logs import configure_logging
@@ -57,7 +56,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     from acquisition.store.store import StoreError
 
     try:
-        return asyncio.run(_run_daemon(config, args.duration))
+        return run_acquisition(_run_daemon(config, args.duration))
     except StoreError as error:  # the store could not be opened
         print(f"crf daemon: {error}", file=sys.stderr)
         return EXIT_FAILED

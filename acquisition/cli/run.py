@@ -14,7 +14,7 @@ import signal
 import sys
 from typing import TYPE_CHECKING, TextIO
 
-from acquisition.cli.common import load_or_report
+from acquisition.cli.common import load_or_report, run_acquisition
 from acquisition.config.station import ConfigError, StationConfig
 from acquisition.exit_codes import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, report_unsafe
 from acquisition.run.sequence import Plan, load_sequence
@@ -137,7 +137,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     configure_logging(args.log_level)
     try:
-        return asyncio.run(run_sequence(config, plan, args.operator, args.dut))
+        return run_acquisition(run_sequence(config, plan, args.operator, args.dut))
     except StoreError as error:  # the store could not be opened
         print(f"crf run: {error}", file=sys.stderr)
         return EXIT_FAILED
