@@ -99,6 +99,12 @@ command_ttl_s = 30.0
 max_clock_skew_s = 5.0
 reconnect_min_s = 0.5
 reconnect_max_s = 30.0
+[certificate.conditions]
+device = "ws"
+temperature_c = { min = -10.0, max = 40.0 }
+pressure_kpa = { min = 80.0, max = 110.0 }
+wind_speed_m_s = { min = 0.5, max = 8.0 }
+wind_sector_deg = [200.0, 340.0]
 """
 
 SEQUENCE = {
@@ -135,6 +141,8 @@ CONFIG_KEYS = [
     "mqtt.telemetry_interval_s", "mqtt.state_interval_s", "mqtt.status_interval_s",
     "mqtt.command_ttl_s",
     "mqtt.max_clock_skew_s", "mqtt.reconnect_min_s", "mqtt.reconnect_max_s",
+    "certificate.conditions.temperature_c.min", "certificate.conditions.temperature_c.max",
+    "certificate.conditions.wind_sector_deg",
 ]
 SEQUENCE_KEYS = [
     "defaults.settle_tolerance_pct", "defaults.settle_window_s", "defaults.settle_timeout_s",
@@ -154,6 +162,7 @@ class Raw(str):
 LISTS: dict[str, tuple[Callable[[Raw], list[Any]], str]] = {
     "calibration": (lambda bad: [[1.0, 1.01], [5.0, bad]], ".1.1"),
     "accurate_span": (lambda bad: [0.1, bad], ".1"),
+    "wind_sector_deg": (lambda bad: [200.0, bad], ".1"),
 }
 
 
