@@ -3,7 +3,9 @@ opened for a tool, a way to stop."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import re
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
@@ -12,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import uvloop
 
 from acquisition.config.station import ConfigError, StationConfig, load_config
+from acquisition.config.tables import DUT_ID_PATTERN
 from acquisition.exit_codes import EXIT_CONFIG, EXIT_FAILED
 
 if TYPE_CHECKING:  # the store is imported when a command runs: check-config stays light
@@ -24,6 +27,14 @@ def load_or_report(path: str) -> StationConfig | None:
     except ConfigError as error:
         print(f"config error{'s' if len(error.problems) > 1 else ''}:\n{error}", file=sys.stderr)
         return None
+
+
+def dut_id(value: str) -> str:
+    """A `--dut` argument: refused at once if it cannot be a DUT id."""
+    if not re.fullmatch(DUT_ID_PATTERN, value):
+        raise argparse.ArgumentTypeError(f"'{value}': a DUT id is 1-64 letters, digits, "
+                                         "'_', '.' or '-'")
+    return value
 
 
 def with_store(command: str, config_path: str,

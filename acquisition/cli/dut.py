@@ -6,14 +6,12 @@ them with the DUT's parameters as configured now.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from acquisition.cli.common import with_store
+from acquisition.cli.common import dut_id, with_store
 from acquisition.config.station import StationConfig
-from acquisition.config.tables import DUT_ID_PATTERN
 from acquisition.exit_codes import EXIT_FAILED, EXIT_OK
 
 if TYPE_CHECKING:  # the store and the dut wing are imported when a command runs
@@ -61,13 +59,6 @@ def cmd_show(args: argparse.Namespace) -> int:
     return with_store(f"crf dut {args.dut_command}", args.config, work)
 
 
-def _dut_id(value: str) -> str:
-    if not re.fullmatch(DUT_ID_PATTERN, value):
-        raise argparse.ArgumentTypeError(f"'{value}': a DUT id is 1-64 letters, digits, "
-                                         "'_', '.' or '-'")
-    return value
-
-
 def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     dut = commands.add_parser("dut", help="reports of the device under test: import, show")
     actions = dut.add_subparsers(dest="dut_command", metavar="COMMAND", required=True)
@@ -77,7 +68,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
     importer.add_argument("--config", required=True, help="station TOML file")
     importer.add_argument("run_id", help="the run the reports belong to")
     importer.add_argument("file", help="CSV file with a header row")
-    importer.add_argument("--dut", type=_dut_id,
+    importer.add_argument("--dut", type=dut_id,
                           help="DUT of every row (its [dut.*] columns and time zone apply); "
                           "default: each row's dut_id column")
     importer.set_defaults(func=cmd_import)
@@ -86,5 +77,5 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "matching parameters as configured now")
     show.add_argument("--config", required=True, help="station TOML file")
     show.add_argument("run_id")
-    show.add_argument("--dut", type=_dut_id, help="only this DUT's reports")
+    show.add_argument("--dut", type=dut_id, help="only this DUT's reports")
     show.set_defaults(func=cmd_show)

@@ -8,8 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from acquisition.cli.common import with_store
-from acquisition.cli.dut import _dut_id
+from acquisition.cli.common import dut_id, with_store
 from acquisition.config.station import StationConfig
 from acquisition.exit_codes import EXIT_FAILED, EXIT_OK
 
@@ -53,6 +52,6 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
                         help="folder for the files (made if need be)")
     report.add_argument("--lang", choices=["zh", "en"],
                         help="one language only (default: Chinese and English together)")
-    report.add_argument("--dut", type=_dut_id,
+    report.add_argument("--dut", type=dut_id,
                         help="the DUT to calibrate (needed when several reported in the run)")
     report.set_defaults(func=cmd_report)
