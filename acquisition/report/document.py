@@ -270,7 +270,10 @@ def certificate(data: RunData, config: StationConfig, labels: Labels) -> dict[st
         "specification": settings.specification or labels("default_specification"),
         "standard_name": settings.standard_name or labels("default_standard"),
         "standard": _standard(calibration),
-        "dut_id": calibration.dut_id, "dut_description": calibration.run["dut"],
+        "dut_id": calibration.dut_id,
+        # what the operator wrote when starting the run, unless it only repeats the id
+        "dut_description": (calibration.run["dut"]
+                            if calibration.run["dut"] != calibration.dut_id else None),
         "station": calibration.run["station"],
         "release_points": _positions_by_point(calibration.positions.values()),
         "dates": (utc(calibration.run["t_start_ns"]), utc(calibration.run["t_end_ns"])),
