@@ -13,6 +13,7 @@ EXIT_FAILED = 1  # the run did not complete, a command was refused, the store fa
 EXIT_CONFIG = 2  # the config or sequence is not usable; nothing was started
 EXIT_NO_REPLY = 3  # `crf ctl`: the station did not answer
 EXIT_UNSAFE = 4  # devices not confirmed safe when the command had to give up
+EXIT_INTERRUPTED = 130  # Ctrl-C in a tool that reads (report, export): the shell's 128 + SIGINT
 
 
 def report_unsafe(unconfirmed: dict[str, str], waited_s: float, out: TextIO) -> int:

@@ -16,7 +16,13 @@ from acquisition.cli import run as run_cli
 from acquisition.cli import runs as runs_cli
 from acquisition.cli.common import load_or_report, run_acquisition, stop_on_signals
 from acquisition.config.station import StationConfig
-from acquisition.exit_codes import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, report_unsafe
+from acquisition.exit_codes import (
+    EXIT_CONFIG,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    report_unsafe,
+)
 from acquisition.logs import configure_logging
 
 PLUGIN_GROUP = "crf.commands"
@@ -128,5 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:  # the daemon and crf run handle SIGINT themselves
+        print(f"crf {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 

@@ -1,0 +1,27 @@
+"""Ctrl-C in a `crf` tool that only reads (a report, an export, a decode) ends it with one
+line and the shell's exit code for SIGINT, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from acquisition.exit_codes import EXIT_INTERRUPTED
+
+
+def test_ctrl_c_is_one_line_and_exit_130(tmp_path: Path) -> None:
+    fifo = tmp_path / "capture.nmea"
+    os.mkfifo(fifo)
+    tool = subprocess.Popen([sys.executable, "-m", "acquisition.cli", "gnss", "decode",
+                             str(fifo)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    # Opening the writer's end returns once the tool has opened the reader's: from then
+    # on it waits for bytes that never come, as a long export waits on its store.
+    with open(fifo, "w"):
+        tool.send_signal(signal.SIGINT)
+        _, stderr = tool.communicate(timeout=30)
+    assert tool.returncode == EXIT_INTERRUPTED
+    assert stderr == "crf gnss: interrupted\n"
