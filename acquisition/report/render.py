@@ -17,6 +17,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from acquisition.config.station import StationConfig
+from acquisition.files import write_text_whole, written_whole
 from acquisition.report import document, formatting
 from acquisition.report.document import RunData
 from acquisition.report.labels import Labels
@@ -64,7 +65,7 @@ def write_report(data: RunData, config: StationConfig, labels: Labels, out: Path
 
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.json"
-    results_path.write_text(results_json(data.calibration.results), encoding="utf-8")
+    write_text_whole(results_path, results_json(data.calibration.results))
     written = [results_path]
     env = environment(labels)
     contexts = {"record": document.record(data, config, labels),
@@ -75,7 +76,8 @@ def write_report(data: RunData, config: StationConfig, labels: Labels, out: Path
         context |= _page_furniture(labels, title_key, context["run_id"])
         html = env.get_template(f"{name}.html").render(context)
         html_path, pdf_path = out / f"{name}.html", out / f"{name}.pdf"
-        html_path.write_text(html, encoding="utf-8")
-        HTML(string=html, base_url=str(out)).write_pdf(pdf_path)
+        write_text_whole(html_path, html)
+        with written_whole(pdf_path) as part:
+            HTML(string=html, base_url=str(out)).write_pdf(part)
         written += [html_path, pdf_path]
     return written

@@ -1,0 +1,28 @@
+"""Files a user may open while they are being written (a report, an export): each is
+written under `<name>.part` and renamed once complete, so that an interrupted command
+leaves no file that looks whole and is not."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+
+@contextmanager
+def written_whole(path: Path) -> Iterator[Path]:
+    """The path to write `path` under; renamed to `path` only if the block completes."""
+    part = path.with_name(f"{path.name}.part")
+    try:
+        yield part
+    except BaseException:
+        with suppress(OSError):  # the cause, not a failed clean-up, is what to report
+            part.unlink(missing_ok=True)
+        raise
+    part.replace(path)
+
+
+def write_text_whole(path: Path, text: str) -> None:
+    """`path` with `text` (UTF-8), all of it or nothing."""
+    with written_whole(path) as part:
+        part.write_text(text, encoding="utf-8")
