@@ -22,19 +22,10 @@ from acquisition.run.state import State
 from simulators.station import SimStation
 from tests.broker import Broker
 from tests.stations import running_daemon, write_station
+from tests.test_dut_live import DUT
 from tests.test_mqtt import mqtt_table
 from tests.test_run import POINTS, plan_of
 
-DUT = """
-[dut.d1]
-reporting_delay_s = 0
-min_overlap = 0.5
-[sim.dut.d1]
-bias = 0.05
-noise_kg_h = 0.002
-localization_error_m = 2.0
-seed = 3
-"""
 # The weather the simulated station reports, and the certificate's limits around it.
 TEMPERATURE_C, PRESSURE_HPA, WIND_M_S, WIND_FROM_DEG = 21.5, 1008.0, 3.0, 250.0
 CERTIFICATE = """
