@@ -6,7 +6,6 @@ without importing them again. Nothing is written to the store.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from statistics import fmean
 from typing import Any, TextIO
 
@@ -21,6 +20,7 @@ from acquisition.dut.matching import (
 )
 from acquisition.dut.records import require_run, run_steps, wind_speeds
 from acquisition.store.store import Store
+from acquisition.times import utc_seconds
 
 
 @dataclass(frozen=True)
@@ -63,10 +63,6 @@ async def load(store: Store, config: StationConfig, run_id: str, dut: str | None
     return run, steps, results
 
 
-def _utc(t_ns: int) -> str:
-    return datetime.fromtimestamp(t_ns / 1e9, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _number(value: float | None, width: int) -> str:
     return f"{value:>{width}.5g}" if value is not None else f"{'-':>{width}}"
 
@@ -94,8 +90,8 @@ def _why(match: ReportMatch) -> str:
 
 def _when(report: dict[str, Any]) -> str:
     if report["window_start_ns"] is None:
-        return _utc(report["t_ns"])
-    return f"{_utc(report['window_start_ns'])}..{_utc(report['window_end_ns'])}"
+        return utc_seconds(report["t_ns"])
+    return f"{utc_seconds(report['window_start_ns'])}..{utc_seconds(report['window_end_ns'])}"
 
 
 def render(run: dict[str, Any], steps: list[dict[str, Any]], results: list[DutResult],

@@ -26,10 +26,11 @@ from acquisition.config.station import StationConfig
 from acquisition.dut.records import require_run
 from acquisition.export.arrow import csv_batch, csv_schema, dictionary_columns, parquet_schema
 from acquisition.export.reader import StoreReader
-from acquisition.export.tables import TABLES, Table, iso_utc
+from acquisition.export.tables import TABLES, Table
 from acquisition.files import write_text_whole, written_whole
 from acquisition.results.loader import Calibration, load_calibration
 from acquisition.store.store import Store
+from acquisition.times import iso_utc
 
 COMPRESSION = "zstd"
 T = TypeVar("T")

@@ -9,14 +9,10 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from acquisition.dut.records import require_run, run_steps
-from acquisition.export.tables import NS_PER_S, iso_utc
 from acquisition.store.store import Store
+from acquisition.times import NS_PER_S, iso_utc, utc_seconds
 
 DAY_NS = 86_400 * NS_PER_S
-
-
-def utc_seconds(t_ns: int | None) -> str:
-    return f"{iso_utc(t_ns)[:19]}Z" if t_ns is not None else "-"
 
 
 def duration(start_ns: int, end_ns: int | None) -> str:

@@ -15,13 +15,11 @@ side): the command line quotes this module in its help.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from acquisition import __version__
 
 NS_UNIT = "ns since 1970-01-01T00:00:00Z"
-NS_PER_S = 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -41,12 +39,6 @@ FLOAT = ColumnType("float64", "double", "float64", "float64")
 TEXT = ColumnType("str", "string", "unicode", "object")
 TIME = ColumnType("datetime64[ns, UTC]", "timestamp[ns, tz=UTC]", "datetimetz",
                   "datetime64[ns]")
-
-
-def iso_utc(t_ns: int) -> str:
-    """ISO 8601 UTC with all nine fraction digits, as the CSV files write times."""
-    seconds, ns = divmod(t_ns, NS_PER_S)
-    return f"{datetime.fromtimestamp(seconds, UTC):%Y-%m-%dT%H:%M:%S}.{ns:09d}Z"
 
 
 @dataclass(frozen=True)
