@@ -116,9 +116,9 @@ class GnssInterpreter:
              alt: float | None) -> tuple[list[Sample], Fix]:
         message = sentence.message
         lat, lon = _coordinates(message) if quality > 0 else (None, None)
-        utc = self._utc(message.timestamp)
-        time_of_day = (message.timestamp.isoformat()
-                       if isinstance(message.timestamp, dt.time) else None)
+        timestamp = message.timestamp  # pynmea2 parses a field on every access: once
+        utc = self._utc(timestamp)
+        time_of_day = timestamp.isoformat() if isinstance(timestamp, dt.time) else None
         fix = Fix(sentence.t_ns, time_of_day, utc.isoformat() if utc else None, lat, lon,
                   alt if quality > 0 else None, quality, FIX_QUALITY.get(quality, "unknown"),
                   int(sats) if sats is not None else None, hdop, message.talker)
@@ -167,8 +167,9 @@ class GnssInterpreter:
             raise FieldError(f"RMC: status {message.status!r} is not A or V")
         samples = [self._sample(sentence, "rmc_valid", 1.0 if message.status == "A" else 0.0,
                                 "")]
-        if isinstance(message.datestamp, dt.date) and isinstance(message.timestamp, dt.time):
-            utc = dt.datetime.combine(message.datestamp, message.timestamp)
+        date, time_of_day = message.datestamp, message.timestamp  # each parsed on access
+        if isinstance(date, dt.date) and isinstance(time_of_day, dt.time):
+            utc = dt.datetime.combine(date, time_of_day)
             samples += self._clock(sentence, utc.replace(tzinfo=dt.UTC))
         return samples, None
 

@@ -46,11 +46,14 @@ class ModbusDevice:
         self.unit_id = unit_id
         self.profile = profile
         self._blocks = profile.poll_blocks()
+        self._polls = 0
 
     async def poll(self) -> list[Sample]:
-        """Read every polled register, in as few transactions as the profile allows."""
+        """Read the polled registers due now, in as few transactions as the profile allows."""
+        due = [block for block in self._blocks if block.due(self._polls)]
+        self._polls += 1
         samples: list[Sample] = []
-        for block in self._blocks:
+        for block in due:
             try:
                 words = await self.line.read_registers(
                     self.unit_id, block.start, block.count, block.function

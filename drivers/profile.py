@@ -106,6 +106,9 @@ class Profile(BaseModel):
     reference_pressure_kpa: float = Field(101.325, gt=0)
     word_order: WordOrder = "big"
     poll: list[str] = Field(min_length=1)
+    # Polled registers read only on every n-th poll (a fluid temperature changes slowly):
+    # each transaction saved on a shared RS-485 line is time for the other devices.
+    poll_every: dict[str, int] = {}
     registers: dict[str, Register]
     actions: dict[str, Action] = {}
 
@@ -119,6 +122,12 @@ class Profile(BaseModel):
         unknown = [name for name in self.poll if name not in self.registers]
         if unknown:
             raise ValueError(f"poll names registers that are not defined: {unknown}")
+        not_polled = [name for name in self.poll_every if name not in self.poll]
+        if not_polled:
+            raise ValueError(f"poll_every names registers that are not polled: {not_polled}")
+        below_one = [name for name, every in self.poll_every.items() if every < 1]
+        if below_one:
+            raise ValueError(f"poll_every must be 1 or more (every n-th poll): {below_one}")
         return self
 
     def unit_of(self, name: str) -> str:
@@ -139,13 +148,15 @@ class Profile(BaseModel):
         )
 
     def poll_blocks(self) -> list[Block]:
-        """The polled registers grouped into as few contiguous reads as is worth it."""
-        by_function: dict[str, list[tuple[str, Register]]] = {}
+        """The polled registers grouped into as few contiguous reads as is worth it; only
+        registers read on the same polls share a read."""
+        groups: dict[tuple[str, int], list[tuple[str, Register]]] = {}
         for name in self.poll:
             register = self.registers[name]
-            by_function.setdefault(register.function, []).append((name, register))
+            every = self.poll_every.get(name, 1)
+            groups.setdefault((register.function, every), []).append((name, register))
         blocks: list[Block] = []
-        for function, members in by_function.items():
+        for (function, every), members in groups.items():
             members.sort(key=lambda item: item[1].address)
             current: Block | None = None
             for name, register in members:
@@ -158,26 +169,33 @@ class Profile(BaseModel):
                     current.members.append(name)
                     current.end = max(current.end, end)
                     continue
-                current = Block(function, register.address, end, [name])
+                current = Block(function, register.address, end, [name], every)
                 blocks.append(current)
         return blocks
 
 
 class Block:
-    """A contiguous span of registers read in one transaction."""
+    """A contiguous span of registers read in one transaction, on every `every`-th poll."""
 
-    def __init__(self, function: str, start: int, end: int, members: list[str]) -> None:
+    def __init__(self, function: str, start: int, end: int, members: list[str],
+                 every: int = 1) -> None:
         self.function = function
         self.start = start
         self.end = end
         self.members = members
+        self.every = every
+
+    def due(self, poll_index: int) -> bool:
+        """Is the block read on this poll (the first poll, index 0, reads every block)?"""
+        return poll_index % self.every == 0
 
     @property
     def count(self) -> int:
         return self.end - self.start
 
     def __repr__(self) -> str:
-        return f"Block({self.function}, {self.start}..{self.end - 1}, {self.members})"
+        return (f"Block({self.function}, {self.start}..{self.end - 1}, {self.members}, "
+                f"every {self.every})")
 
 
 def available_profiles() -> list[str]:

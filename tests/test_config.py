@@ -90,6 +90,23 @@ def test_bad_config_names_key_and_expectation(
     assert any(k == key and words in message for k, message in problems), problems
 
 
+@pytest.mark.parametrize(
+    ("poll_every", "words"),
+    [("{ totalizer = 10 }", "poll_every names registers that are not polled: ['totalizer']"),
+     ("{ temperature = 0 }", "poll_every must be 1 or more (every n-th poll): ['temperature']")],
+)
+def test_bad_poll_every_in_an_own_profile_is_named(
+    tmp_path: Path, poll_every: str, words: str
+) -> None:
+    shipped = (REPO / "drivers" / "profiles" / "bronkhorst.toml").read_text()
+    own = tmp_path / "own.toml"
+    own.write_text(shipped.replace("poll_every = { temperature = 10 }",
+                                   f"poll_every = {poll_every}"))
+    problems = problems_of(tmp_path, GOOD.replace('profile = "alicat"', f'profile = "{own}"'))
+    assert any(key == "mfcs.a.profile" and words in message
+               for key, message in problems), problems
+
+
 def test_unit_ids_clash_across_mfcs_sensors_and_relays(tmp_path: Path) -> None:
     problems = problems_of(tmp_path, GOOD + """
 [met.anemo]

@@ -39,6 +39,9 @@ async def test_set_flow_and_poll_every_profile_and_transport(
     devices: StationDevices, sim: SimStation, name: str
 ) -> None:
     mfc = devices.mfcs[name]
+    first = await mfc.poll()  # the first poll reads every polled register
+    assert {s.channel for s in first} == set(mfc.profile.poll)
+    assert all(s.ok for s in first), [s.detail for s in first if not s.ok]
     target = mfc.full_scale * 0.4
     held = await mfc.set_flow(target)
     assert held == pytest.approx(target, rel=1e-6)
@@ -50,7 +53,6 @@ async def test_set_flow_and_poll_every_profile_and_transport(
 
     samples = await transact_until(mfc.poll, settled)  # several time constants
     assert all(s.ok for s in samples), [s.detail for s in samples if not s.ok]
-    assert {s.channel for s in samples} == set(mfc.profile.poll)
     flow = values(samples)["flow"]
     assert flow == pytest.approx(sim.device(name).true_flow(), abs=0.01 * mfc.full_scale)
     assert flow == pytest.approx(target, abs=0.02 * mfc.full_scale)
@@ -80,6 +82,28 @@ async def test_poll_reads_contiguous_registers_in_one_transaction(
     samples = await mfc.poll()
     assert len(samples) == 6
     assert line.transactions - before == 1
+
+
+async def test_poll_every_reads_a_slow_register_on_every_nth_poll(
+    devices: StationDevices, sim: SimStation
+) -> None:
+    line = devices.lines["bus0"]
+    mfc = devices.mfcs["bronkhorst"]  # poll_every = { temperature = 10 }, 28 registers apart
+    assert mfc.profile.poll_every == {"temperature": 10}
+    read: list[dict[str, float]] = []
+    transactions: list[int] = []
+    for _ in range(21):
+        before = line.transactions
+        samples = await mfc.poll()
+        assert all(s.ok for s in samples), [s.detail for s in samples if not s.ok]
+        read.append(values(samples))
+        transactions.append(line.transactions - before)
+    with_temperature = [i for i, channels in enumerate(read) if "temperature" in channels]
+    assert with_temperature == [0, 10, 20]
+    assert all("flow" in channels for channels in read)
+    assert transactions == [2 if i in with_temperature else 1 for i in range(21)]
+    simulated = sim.device("bronkhorst").values()["temperature"]
+    assert read[20]["temperature"] == pytest.approx(simulated, abs=0.5)
 
 
 async def test_setpoint_beyond_full_scale_is_refused_before_sending(

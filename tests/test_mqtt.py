@@ -158,7 +158,7 @@ async def test_health_counters_in_the_status_and_the_retained_status(
     assert health["lines"]["bus0"]["connected"] and health["lines"]["bus0"]["transactions"] > 0
     assert health["devices"]["alicat"]["polls"] > 0 and health["devices"]["alicat"]["fault"] is None
     assert health["safety"] == {"unconfirmed": {}, "late_confirmations": 0, "interlock_trips": 0}
-    assert health["dropped_samples"] == {"recorder": 0, "cache": 0, "mqtt": 0}
+    assert health["dropped_samples"] == {"recorder": 0, "mqtt": 0}
     assert health["store"] == {"outbox_backlog": health["store"]["outbox_backlog"],
                                "failure": None}
     assert health["mqtt"]["connected"] and health["mqtt"]["internal_errors"] == 0

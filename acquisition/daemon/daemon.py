@@ -42,7 +42,7 @@ from acquisition.samples.bus import SampleBus
 from acquisition.samples.cache import SampleCache
 from acquisition.samples.devices import StationDevices, build_devices
 from acquisition.samples.poller import DevicePoller
-from acquisition.samples.recorder import Recorder
+from acquisition.samples.recorder import QUEUE_BATCHES, Recorder
 from acquisition.site.site import Site
 from acquisition.store.store import Store, StoreError
 
@@ -96,11 +96,12 @@ class Daemon:
         self.bus = SampleBus()
         self.devices: StationDevices = build_devices(config)
         self.recorder = Recorder(
-            self.store, self.bus.subscribe("recorder"), config.acquisition.commit_interval_s
+            self.store, self.bus.subscribe("recorder", max_batches=QUEUE_BATCHES),
+            config.acquisition.commit_interval_s
         )
         self.pollers: dict[str, DevicePoller] = {}
         self.site = Site(config, self.bus, self.store, self.event)
-        self.cache = SampleCache(self.bus.subscribe("cache"), history_channels={"flow"})
+        self.cache = SampleCache(self.bus, history_channels={"flow"})
         self.keeper = SafeStateKeeper(config.acquisition.zero_timeout_s,
                                       config.safety.safe_retry_s, self.event)
         self.scheduler = Scheduler(StationContext(config, self.store, self.devices, self.cache,
@@ -187,7 +188,6 @@ class Daemon:
             tasks += [asyncio.create_task(reader.run(), name=f"read:{name}")
                       for name, reader in self.site.readers.items()]
             tasks.append(asyncio.create_task(self.site.run_watch(), name="site"))
-            tasks.append(asyncio.create_task(self.cache.run(), name="cache"))
             tasks.append(asyncio.create_task(self.interlocks.run(), name="interlocks"))
             tasks.append(asyncio.create_task(self.keeper.run(), name="safe-state"))
             tasks.append(asyncio.create_task(self.recorder.run(), name="recorder"))

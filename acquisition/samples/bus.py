@@ -1,14 +1,17 @@
-"""In-process fan-out of samples from drivers to consumers (recorder, publisher, scheduler).
+"""In-process fan-out of samples from drivers to consumers (recorder, publisher, cache).
 
-Publishing never blocks and never fails: a consumer that falls behind loses batches,
-and the loss is counted per consumer, in the station's health (retained status,
-`crf ctl status`) and, for the recorder, in the `daemon.stop` event.
+Publishing never blocks and never fails. A consumer that takes batches at its own pace
+(the recorder, the MQTT publisher) has a bounded queue: if it falls behind it loses
+batches, and the loss is counted per consumer, in the station's health (retained status,
+`crf ctl status`) and, for the recorder, in the `daemon.stop` event. A consumer that only
+files each batch away (the cache) is a listener, called as the batch is published: no
+queue, no task to wake, nothing to lose.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from drivers.sample import Sample
 
@@ -35,16 +38,25 @@ class Subscription:
         return samples
 
 
+Listener = Callable[[Sequence[Sample]], None]
+
+
 class SampleBus:
-    """Delivers each published batch to every subscription."""
+    """Delivers each published batch to every listener and every subscription."""
 
     def __init__(self) -> None:
         self._subscriptions: list[Subscription] = []
+        self._listeners: list[Listener] = []
 
     def subscribe(self, name: str, max_batches: int = 10_000) -> Subscription:
         subscription = Subscription(name, max_batches)
         self._subscriptions.append(subscription)
         return subscription
+
+    def listen(self, listener: Listener) -> None:
+        """Call `listener` with each batch as it is published; it must be quick and must
+        not raise (it runs in the publishing driver's task)."""
+        self._listeners.append(listener)
 
     def health(self) -> dict[str, int]:
         """Samples each consumer lost because it fell behind (0 is the only good figure)."""
@@ -55,3 +67,5 @@ class SampleBus:
         if batch:
             for subscription in self._subscriptions:
                 subscription.offer(batch)
+            for listener in self._listeners:
+                listener(batch)

@@ -1,33 +1,31 @@
 """The latest readings of every channel, and a short history of each MFC's flow.
 
-Fed from its own bus subscription, so the scheduler (settling, truth windows) and the
-interlocks (staleness, thresholds) read the same samples the recorder stores.
+A listener on the sample bus, so the scheduler (settling, truth windows) and the
+interlocks (staleness, thresholds) read the same samples the recorder stores, the moment
+they are published.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Sequence
 
-from acquisition.samples.bus import Subscription
+from acquisition.samples.bus import SampleBus
 from drivers.sample import Sample
 
 HISTORY = 20_000  # flow samples kept per device: hours at a few Hz
 
 
 class SampleCache:
-    def __init__(self, subscription: Subscription, history_channels: set[str]) -> None:
-        self.subscription = subscription
+    def __init__(self, bus: SampleBus, history_channels: set[str]) -> None:
         self.history_channels = history_channels
         self.latest: dict[tuple[str, str], Sample] = {}
         self.last_good_mono_ns: dict[tuple[str, str], int] = {}
         self.history: dict[tuple[str, str], deque[Sample]] = {}
+        bus.listen(self.add)
 
-    async def run(self) -> None:
-        while True:
-            self.add(await self.subscription.queue.get())
-
-    def add(self, batch: list[Sample] | tuple[Sample, ...]) -> None:
+    def add(self, batch: Sequence[Sample]) -> None:
         for sample in batch:
             key = (sample.device, sample.channel)
             self.latest[key] = sample

@@ -8,7 +8,6 @@ drops a line cut short when the link goes down or a capture file ends (`flush`).
 
 from __future__ import annotations
 
-import asyncio
 from abc import ABC, abstractmethod
 from collections import Counter
 from typing import Generic, Protocol, TypeVar
@@ -62,7 +61,6 @@ class StreamReader(ABC, Generic[D]):
                 if self.stopping:
                     break
                 self.feed(chunk)
-                await asyncio.sleep(0)  # a fast file replay must not starve the loop
             self.decoder.flush()  # only a file ends: count a last line cut short
         finally:
             await chunks.aclose()
