@@ -9,6 +9,7 @@ snapshot of a store that the daemon goes on writing; the reading ahead of the wr
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import re
 import sqlite3
@@ -344,6 +345,40 @@ def test_missing_store_is_one_line(tmp_path: Path) -> None:
         assert result.stderr.strip() == (f"crf runs {command[0]}: no run store at "
                                          f"{load_config(config_path).storage.path}")
     assert not (tmp_path / "store.sqlite").exists()
+
+
+def test_reading_tools_leave_the_store_byte_for_byte(calibrated_run: CalibratedRun,
+                                                    tmp_path: Path) -> None:
+    """A calibration record's checksum must not change because someone listed its runs
+    or made its certificate: every tool that only reads opens the store read-only."""
+    config_path = copy_of(calibrated_run, tmp_path / "copy")
+    store = load_config(config_path).storage.path
+    before = hashlib.sha256(store.read_bytes()).hexdigest()
+    run_id = calibrated_run.run_id
+    for command in (["runs", "list"], ["runs", "show", run_id], ["dut", "show", run_id],
+                    ["runs", "export", run_id, "--out", tmp_path / "bundle"],
+                    ["report", run_id, "--out", tmp_path / "report", "--lang", "en"]):
+        result = subprocess.run([sys.executable, "-m", "acquisition.cli", *map(str, command),
+                                 "--config", str(config_path)],
+                                capture_output=True, text=True, timeout=120, check=False)
+        assert result.returncode == 0, (command, result.stderr)
+        assert hashlib.sha256(store.read_bytes()).hexdigest() == before, command
+
+
+@pytest.mark.parametrize(("user_version", "words"), [
+    (1, "schema version 1, this crf-daq reads 2 (run `crf daemon` on it once"),
+    (0, "not a crf-daq run store"),
+])
+def test_a_store_of_another_schema_is_refused_by_the_reading_tools(
+        calibrated_run: CalibratedRun, tmp_path: Path, user_version: int, words: str) -> None:
+    config_path = copy_of(calibrated_run, tmp_path / "copy")
+    with closing(sqlite3.connect(load_config(config_path).storage.path)) as db:
+        db.execute(f"PRAGMA user_version={user_version}")
+    result = crf_runs("list", "--config", config_path)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1
+    assert result.stderr.startswith("crf runs list: ") and words in result.stderr
 
 
 def test_a_folder_in_use_is_refused_and_a_failed_export_leaves_no_bundle(

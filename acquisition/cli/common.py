@@ -38,10 +38,12 @@ def dut_id(value: str) -> str:
 
 
 def with_store(command: str, config_path: str,
-               work: Callable[[StationConfig, Store], Awaitable[int]]) -> int:
+               work: Callable[[StationConfig, Store], Awaitable[int]], *,
+               writes: bool = False) -> int:
     """Load the config, open its run store (never made here: a new empty store would only
-    hide a wrong path), do `work`; the exit code. A missing run, an ambiguous DUT or a store
-    error is one line on stderr starting with `command`, and exit 1."""
+    hide a wrong path) read-only unless the tool `writes`, do `work`; the exit code. A
+    missing run, an ambiguous DUT or a store error is one line on stderr starting with
+    `command`, and exit 1."""
     from acquisition.dut.records import UnknownRunError
     from acquisition.results.loader import AmbiguousDutError
     from acquisition.store.store import Store, StoreError
@@ -54,7 +56,7 @@ def with_store(command: str, config_path: str,
         return EXIT_FAILED
 
     async def in_store() -> int:
-        store = Store(config.storage.path, config.storage.max_size_mb)
+        store = Store(config.storage.path, config.storage.max_size_mb, read_only=not writes)
         try:
             await store.open()
             return await work(config, store)

@@ -45,7 +45,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         print(f"{args.file}: {count} report(s) imported into run {args.run_id}")
         return EXIT_OK
 
-    return with_store(f"crf dut {args.dut_command}", args.config, work)
+    return with_store(f"crf dut {args.dut_command}", args.config, work, writes=True)
 
 
 def cmd_show(args: argparse.Namespace) -> int:

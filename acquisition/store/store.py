@@ -48,15 +48,27 @@ def _is_full(error: sqlite3.Error | OSError) -> bool:
     return (getattr(error, "sqlite_errorcode", None) or 0) & 0xFF == sqlite3.SQLITE_FULL
 
 
+def _version_problem(version: int) -> str:
+    if version == 0:
+        return "not a crf-daq run store (it has no schema version)"
+    upgrade = (" (run `crf daemon` on it once to add the newer tables)"
+               if version < SCHEMA_VERSION else "")
+    return f"schema version {version}, this crf-daq reads {SCHEMA_VERSION}{upgrade}"
+
+
 class Store:
     """Asynchronous facade over one SQLite file, serialized on a single worker thread.
 
     `max_size_mb` caps the database file (SQLite's max_page_count), so that a field
-    computer's disk keeps room for everything else; reaching it is a StoreFullError."""
+    computer's disk keeps room for everything else; reaching it is a StoreFullError.
+    `read_only` opens an existing store for the tools that only read it: a calibration
+    record keeps its bytes (and its checksum) however often it is listed or reported."""
 
-    def __init__(self, path: Path, max_size_mb: int | None = None) -> None:
+    def __init__(self, path: Path, max_size_mb: int | None = None, *,
+                 read_only: bool = False) -> None:
         self.path = path
         self.max_size_mb = max_size_mb
+        self.read_only = read_only
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="crf-store")
         self._db: sqlite3.Connection | None = None
         self._channel_ids: dict[tuple[str, str, str], int] = {}
@@ -98,6 +110,9 @@ class Store:
         return StoreError(f"{self.path}: cannot {doing}: {error}")
 
     def _open(self) -> None:
+        if self.read_only:
+            self._open_read_only()
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -117,6 +132,23 @@ class Store:
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except (sqlite3.Error, OSError) as exc:
             raise self._failure(exc, "open run store") from None
+        self._use(db)
+
+    def _open_read_only(self) -> None:
+        """Open without writing anything, not even the schema: a store older than this
+        crf-daq lacks tables the reading tools query, so it is refused by name."""
+        try:  # a URI (mode=ro) names the file percent-encoded: any path will do
+            db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
+                                 isolation_level=None, check_same_thread=False)
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version != SCHEMA_VERSION:
+                db.close()
+                raise StoreError(f"{self.path}: {_version_problem(version)}")
+            self._use(db)
+        except sqlite3.Error as exc:
+            raise self._failure(exc, "open run store (read-only)") from None
+
+    def _use(self, db: sqlite3.Connection) -> None:
         self._db = db
         self._channel_ids = {
             (device, channel, unit): channel_id
