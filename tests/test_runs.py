@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from acquisition.cli.main import main
 from acquisition.config.station import load_config
 from acquisition.export.bundle import read_ahead
 from acquisition.export.reader import BATCH_ROWS, StoreReader
@@ -358,10 +359,7 @@ def test_reading_tools_leave_the_store_byte_for_byte(calibrated_run: CalibratedR
     for command in (["runs", "list"], ["runs", "show", run_id], ["dut", "show", run_id],
                     ["runs", "export", run_id, "--out", tmp_path / "bundle"],
                     ["report", run_id, "--out", tmp_path / "report", "--lang", "en"]):
-        result = subprocess.run([sys.executable, "-m", "acquisition.cli", *map(str, command),
-                                 "--config", str(config_path)],
-                                capture_output=True, text=True, timeout=120, check=False)
-        assert result.returncode == 0, (command, result.stderr)
+        assert main([*map(str, command), "--config", str(config_path)]) == 0, command
         assert hashlib.sha256(store.read_bytes()).hexdigest() == before, command
 
 
