@@ -366,6 +366,7 @@ def test_reading_tools_leave_the_store_byte_for_byte(calibrated_run: CalibratedR
 @pytest.mark.parametrize(("user_version", "words"), [
     (1, "schema version 1, this crf-daq reads 2 (run `crf daemon` on it once"),
     (0, "not a crf-daq run store"),
+    (3, "schema version 3, this crf-daq reads 2"),
 ])
 def test_a_store_of_another_schema_is_refused_by_the_reading_tools(
         calibrated_run: CalibratedRun, tmp_path: Path, user_version: int, words: str) -> None:

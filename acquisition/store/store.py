@@ -125,9 +125,7 @@ class Store:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             # Every version so far only added tables: an older store gains them below.
             if not 0 <= version <= SCHEMA_VERSION:
-                raise StoreError(
-                    f"{self.path}: schema version {version}, this crf-daq reads {SCHEMA_VERSION}"
-                )
+                raise StoreError(f"{self.path}: {_version_problem(version)}")
             db.executescript(files("acquisition.store").joinpath("schema.sql").read_text())
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except (sqlite3.Error, OSError) as exc:
