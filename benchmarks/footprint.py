@@ -32,7 +32,6 @@ import contextlib
 import itertools
 import json
 import os
-import shutil
 import signal
 import sqlite3
 import sys
@@ -46,6 +45,8 @@ from typing import Any
 import aiomqtt
 from footprint_station import DEVICES, RATES, STATION, NominalDevice, write_station
 from mqtt_latency import free_port, start_broker
+
+from simulators.demo_broker import mosquitto_path
 
 TARGET_RSS_MB = 80.0
 TARGET_CPU_PCT = 5.0
@@ -406,7 +407,7 @@ def main() -> None:
     if args.seconds <= 0:
         parser.error("--seconds must be positive")
     with_mqtt = not args.no_mqtt
-    if with_mqtt and shutil.which("mosquitto") is None:
+    if with_mqtt and mosquitto_path() is None:
         print("mosquitto is not installed (apt-get install mosquitto): measuring without MQTT")
         with_mqtt = False
     print(f"crf daemon at nominal load: 4 MFCs at 10 Hz, GNSS 10 Hz, met 1 Hz, analyzer 10 Hz, "

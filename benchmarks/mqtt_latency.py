@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
 import socket
 import subprocess
 import tempfile
@@ -29,6 +28,7 @@ from acquisition.config.station import StationConfig, load_config
 from acquisition.daemon.daemon import Daemon
 from acquisition.logs import configure_logging
 from drivers.sample import Sample
+from simulators.demo_broker import mosquitto_path
 from simulators.station import SimStation
 
 
@@ -41,7 +41,7 @@ def free_port() -> int:
 def start_broker(folder: Path, port: int) -> subprocess.Popen[bytes]:
     conf = folder / "mosquitto.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
-    broker = subprocess.Popen([shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c",
+    broker = subprocess.Popen([mosquitto_path() or "mosquitto", "-c",
                                str(conf)], stderr=subprocess.DEVNULL)
     for _ in range(100):
         with socket.socket() as sock:

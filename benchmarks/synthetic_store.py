@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import hashlib
 import itertools
 import json
 import sqlite3
@@ -31,6 +30,7 @@ from acquisition.config.station import config_hash
 from acquisition.dut.report import report_row, validate_report
 from acquisition.geodesy import offset_to_degrees
 from acquisition.mqtt.client import Topics
+from acquisition.mqtt.dut_intake import live_import_key, report_event
 from acquisition.run.records import ended_step_row, run_row, step_row
 from acquisition.run.truth import compute_truth
 from acquisition.site.positions import PointPosition, ReleasePoints
@@ -287,13 +287,10 @@ class DayWriter:
             payload = json.dumps(message)
             report = validate_report(payload, DUT_ID, species)
             received_ns = end_ns + int(rng.uniform(0.5, 2.0) * NS)
-            key = hashlib.sha256(DUT_ID.encode() + b"\0" + payload.encode()).hexdigest()
             rows.append(report_row(report, day.run_id, received_ns, "mqtt", payload)
-                        | {"import_key": "mqtt:" + key})  # as the live intake keys it
-            self.events.add(received_ns + 1_000_000, "dut.report", {
-                "dut_id": DUT_ID, "t_ns": report.t_ns, "window_start_ns": start_ns,
-                "window_end_ns": end_ns, "rate_kg_h": report.rate_kg_h, "lat": report.lat,
-                "lon": report.lon, "detected": report.detected}, day.run_id)
+                        | {"import_key": live_import_key(DUT_ID, payload.encode())})
+            self.events.add(received_ns + 1_000_000, "dut.report", report_event(report),
+                            day.run_id)
         return rows
 
     def _misplaced(self, point: str) -> dict[str, float]:

@@ -34,6 +34,7 @@ from typing import Any, TextIO, TypeVar
 import aiomqtt
 
 from acquisition.config.station import StationConfig
+from acquisition.daemon.daemon import stop_budget_s
 from acquisition.exit_codes import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, EXIT_UNSAFE
 from acquisition.logs import configure_logging
 from acquisition.mqtt.client import make_client
@@ -57,7 +58,6 @@ READY_TIMEOUT_S = 30.0  # for the broker, the simulator, the daemon online
 COMMAND_TIMEOUT_S = 30.0  # `crf ctl start`
 REPORT_TIMEOUT_S = 180.0  # `crf report`: plots and two PDFs
 DUT_REPORTS_WAIT_S = 15.0  # after the run: for the DUT's report of the last hold
-DAEMON_STOP_MARGIN_S = 15.0  # beyond safety.safe_wait_s: closing the run and the store
 T = TypeVar("T")
 
 
@@ -237,7 +237,7 @@ async def _shut_down(demo: Demo, children: Children, out: TextIO) -> tuple[str, 
     print("stopping: the daemon (it zeroes the MFCs), then the simulator and the broker",
           file=out, flush=True)
     started = "daemon" in children.started
-    await children.stop("daemon", demo.config.safety.safe_wait_s + DAEMON_STOP_MARGIN_S)
+    await children.stop("daemon", stop_budget_s(demo.config))  # never cut its stop short
     check = await check_safe(demo.config, demo.workdir) if children.running("sim") else None
     await children.stop_all()
     if check is not None:

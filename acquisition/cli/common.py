@@ -42,10 +42,10 @@ def with_store(command: str, config_path: str,
                writes: bool = False) -> int:
     """Load the config, open its run store (never made here: a new empty store would only
     hide a wrong path) read-only unless the tool `writes`, do `work`; the exit code. A
-    missing run, an ambiguous DUT or a store error is one line on stderr starting with
-    `command`, and exit 1."""
+    missing run, an ambiguous or unknown DUT or a store error is one line on stderr
+    starting with `command`, and exit 1."""
     from acquisition.dut.records import UnknownRunError
-    from acquisition.results.loader import AmbiguousDutError
+    from acquisition.results.loader import AmbiguousDutError, UnknownDutError
     from acquisition.store.store import Store, StoreError
 
     config = load_or_report(config_path)
@@ -65,7 +65,7 @@ def with_store(command: str, config_path: str,
 
     try:
         return asyncio.run(in_store())
-    except (UnknownRunError, AmbiguousDutError, StoreError) as error:
+    except (UnknownRunError, AmbiguousDutError, UnknownDutError, StoreError) as error:
         print(f"{command}: {error}", file=sys.stderr)
         return EXIT_FAILED
 
@@ -76,8 +76,7 @@ T = TypeVar("T")
 def run_acquisition(main: Coroutine[Any, Any, T]) -> T:
     """Run the daemon's event loop on uvloop: the same asyncio, about a sixth less CPU at
     nominal load (benchmarks/footprint.py), which is what a Raspberry Pi has least of."""
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(main)
+    return uvloop.run(main)
 
 
 def stop_on_signals(duration: float | None = None) -> asyncio.Event:

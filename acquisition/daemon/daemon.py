@@ -25,10 +25,10 @@ from acquisition import __version__
 from acquisition.config.station import StationConfig, config_hash
 from acquisition.daemon.notify import SystemdNotifier, watchdog_interval_s
 from acquisition.daemon.watchdog import (
-    STATUS_INTERVAL_S,
     StatusLine,
     Watchdog,
     acquisition_progress,
+    watch_period_s,
 )
 from acquisition.mqtt.commands import CommandProcessor
 from acquisition.mqtt.dut_intake import ReportIntake
@@ -234,7 +234,7 @@ class Daemon:
         systemd.send("READY=1", f"STATUS={status()}")
         progress = acquisition_progress(self.pollers.values(), self.recorder,
                                         self.config.acquisition,
-                                        interval_s or STATUS_INTERVAL_S)
+                                        watch_period_s(interval_s))
         return Watchdog(systemd, interval_s, progress, status)
 
     async def _drive_safe(self, why: str) -> dict[str, str | None]:

@@ -100,6 +100,12 @@ class StatusLine:
         return "; ".join(parts)
 
 
+def watch_period_s(interval_s: float | None) -> float:
+    """How often the watchdog task looks at progress: half of WatchdogSec, or only to
+    refresh the STATUS when systemd set no watchdog."""
+    return interval_s or STATUS_INTERVAL_S
+
+
 class Watchdog:
     """Every `interval_s` (half of WatchdogSec): WATCHDOG=1 with a fresh STATUS while
     acquisition progresses, a STALLED status and no feed while it does not. Without a
@@ -115,7 +121,7 @@ class Watchdog:
     async def run(self) -> None:
         was_stalled = False
         while True:
-            await asyncio.sleep(self.interval_s or STATUS_INTERVAL_S)
+            await asyncio.sleep(watch_period_s(self.interval_s))
             stalled = self.progress.stalled()
             if stalled:
                 why = "; ".join(f"{what} for {seconds:.1f} s" for what, seconds in stalled.items())

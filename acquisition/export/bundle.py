@@ -27,7 +27,7 @@ from acquisition.dut.records import require_run
 from acquisition.export.arrow import csv_batch, csv_schema, dictionary_columns, parquet_schema
 from acquisition.export.reader import StoreReader
 from acquisition.export.tables import TABLES, Table
-from acquisition.files import write_text_whole, written_whole
+from acquisition.files import write_json_whole, written_whole
 from acquisition.results.loader import Calibration, load_calibration
 from acquisition.store.store import Store
 from acquisition.times import iso_utc
@@ -63,14 +63,17 @@ class Exported:
 async def export_run(store: Store, config: StationConfig, run_id: str, out: Path,
                      dut_id: str | None = None, force: bool = False) -> Exported:
     """Write the bundle of `run_id` into `out` (new or empty; with `force` an earlier
-    bundle there is replaced). With `dut_id`, only that DUT's reports and results."""
+    bundle there is replaced). With `dut_id`, only that DUT's reports and results.
+
+    The tables are one snapshot; the results are computed just before it, so a DUT report
+    filed in between (an export while the DUT still reports) is in the tables only."""
     run = await require_run(store, run_id)
     calibrations = await _calibrations(store, config, run_id, dut_id)
     _prepare(out, force)
     rows = await _write_tables(store.path, out, run_id, dut_id)
     for name, calibration in calibrations.items():
-        _write_json(out / name, calibration.results)
-    _write_json(out / "run.json", _description(run, rows, calibrations, dut_id))
+        write_json_whole(out / name, calibration.results)
+    write_json_whole(out / "run.json", _description(run, rows, calibrations, dut_id))
     return Exported(out, rows, {name: calibration.dut_id
                                 for name, calibration in calibrations.items()})
 
@@ -81,13 +84,12 @@ async def _calibrations(store: Store, config: StationConfig, run_id: str,
     that of the one DUT that reported (or of none: every point a missed detection); else
     one results-<dut>.json per DUT, since DUTs calibrated in one run are calibrated
     together and each one's results are wanted."""
+    if dut_id is not None:
+        return {"results.json": await load_calibration(store, config, run_id, dut_id)}
     reported = [dut for (dut,) in await store.query(
         "SELECT DISTINCT dut_id FROM dut_reports WHERE run_id = ? ORDER BY dut_id", run_id)]
-    if dut_id is not None and dut_id not in reported and dut_id not in config.dut:
-        raise ExportError(f"DUT '{dut_id}' sent no report in run {run_id} and has no "
-                          f"[dut.{dut_id}] table (reports from: {', '.join(reported) or 'none'})")
-    if dut_id is not None or len(reported) <= 1:
-        return {"results.json": await load_calibration(store, config, run_id, dut_id)}
+    if len(reported) <= 1:
+        return {"results.json": await load_calibration(store, config, run_id)}
     return {f"results-{dut}.json": await load_calibration(store, config, run_id, dut)
             for dut in reported}
 
@@ -145,11 +147,6 @@ async def read_ahead(items: Iterator[T]) -> AsyncIterator[T]:
             wait([coming])
             if isinstance(items, Generator):
                 items.close()
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    write_text_whole(path, json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False)
-                     + "\n")
 
 
 def _run_row(run: dict[str, Any]) -> dict[str, Any]:

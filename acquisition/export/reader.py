@@ -37,7 +37,7 @@ from acquisition.export.tables import (
     Table,
     integer,
 )
-from acquisition.store.store import StoreError
+from acquisition.store.store import StoreError, read_only_uri
 
 BATCH_ROWS = 65_536
 ZEROS: dict[ColumnType, str] = {INT: "0", NULLABLE_INT: "0", FLOAT: "0.0", TEXT: "''"}
@@ -91,10 +91,8 @@ class StoreReader:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        try:  # a URI (mode=ro) names the file percent-encoded: any path will do; and not
-            # autocommit: the reads are one transaction, so one snapshot
-            self._connection = adbc.connect(f"{path.resolve().as_uri()}?mode=ro",
-                                            autocommit=False)
+        try:  # not autocommit: the reads are one transaction, so one snapshot
+            self._connection = adbc.connect(read_only_uri(path), autocommit=False)
         except adbc.Error as error:
             raise StoreError(f"{path}: cannot read run store: {error}") from None
 

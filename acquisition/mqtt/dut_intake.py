@@ -19,12 +19,26 @@ from typing import Any
 
 import structlog
 
-from acquisition.dut.report import ReportError, report_row, validate_report
+from acquisition.dut.report import DutReport, ReportError, report_row, validate_report
 from acquisition.events import EventSink
 from acquisition.run.scheduler import Scheduler
 from acquisition.store.store import DuplicateImportError, Store
 
 log = structlog.get_logger(__name__)
+
+
+def live_import_key(dut_id: str, payload: bytes) -> str:
+    """A live report's key in the store: the same payload from the same DUT (a QoS 1
+    redelivery) is stored once."""
+    return "mqtt:" + hashlib.sha256(dut_id.encode() + b"\0" + payload).hexdigest()
+
+
+def report_event(report: DutReport) -> dict[str, Any]:
+    """The detail of the `dut.report` event a stored report is announced with."""
+    return {"dut_id": report.dut_id, "t_ns": report.t_ns,
+            "window_start_ns": report.window_start_ns, "window_end_ns": report.window_end_ns,
+            "rate_kg_h": report.rate_kg_h, "lat": report.lat, "lon": report.lon,
+            "detected": report.detected}
 
 
 class ReportIntake:
@@ -80,14 +94,11 @@ class ReportIntake:
         run_id = await self.store.run_at(report.t_ns)  # None: a time of no run
         data = payload.encode("utf-8", "surrogatepass") if isinstance(payload, str) else payload
         row = report_row(report, run_id, received_ns, "mqtt", payload) | {
-            "import_key": "mqtt:" + hashlib.sha256(dut_id.encode() + b"\0" + data).hexdigest()}
+            "import_key": live_import_key(dut_id, data)}
         try:
             await self.store.add_dut_report(row)
         except DuplicateImportError:  # the same report again: already stored, say so
             return {"ok": True, "t_ns": report.t_ns, "run_id": run_id, "duplicate": True}
         self.accepted += 1
-        await self.emit("dut.report", {
-            "dut_id": dut_id, "t_ns": report.t_ns, "window_start_ns": report.window_start_ns,
-            "window_end_ns": report.window_end_ns, "rate_kg_h": report.rate_kg_h,
-            "lat": report.lat, "lon": report.lon, "detected": report.detected}, run_id)
+        await self.emit("dut.report", report_event(report), run_id)
         return {"ok": True, "t_ns": report.t_ns, "run_id": run_id}

@@ -76,14 +76,12 @@ def _budgets(steps: Sequence[Mapping[str, Any]], labels: Labels) -> dict[str, An
     """Every step's uncertainty budget as one table, a row per step and a column per
     component (a long run has hundreds of steps: a row per component would be thousands),
     and a legend of the components: type, and basis (distribution) as recorded."""
-    names: list[str] = []
-    legend: dict[str, dict[str, Any]] = {}
-    rows = []
+    legend: dict[str, dict[str, Any]] = {}  # by component, in the order first met
+    rows: list[tuple[dict[str, Any], dict[str, Any]]] = []  # (cells by component, row)
     for step in steps:
         items = {item["name"]: item for item in _budget_items(step)}
         for name, item in items.items():
             if name not in legend:
-                names.append(name)
                 legend[name] = {"name": labels.term(name), "bases": [],
                                 "evaluation": labels.term(str(item.get("evaluation")))}
             bases = legend[name]["bases"]
@@ -93,16 +91,16 @@ def _budgets(steps: Sequence[Mapping[str, Any]], labels: Labels) -> dict[str, An
             released = bool(step["target_value"])  # a blank's relative u means nothing
             cells = {name: (item.get("u_kg_h"), item.get("u_rel_pct") if released else None)
                      for name, item in items.items()}
-            rows.append({"number": _number(step["idx"]), "items": cells,
-                         "u_standard": step["u_standard"], "u_expanded": step["u_expanded"],
-                         "u_expanded_rel": _relative_pct(step["u_expanded"], step)})
-    return {"components": [(name, legend[name]["name"]) for name in names],
-            "rows": [row | {"cells": [row["items"].get(name) for name in names]}
-                     for row in rows],
-            "legend": [legend[name] | {"shown": legend[name]["bases"][:BASES_SHOWN],
-                                       "more": max(len(legend[name]["bases"]) - BASES_SHOWN,
-                                                   0)}
-                       for name in names]}
+            rows.append((cells, {"number": _number(step["idx"]),
+                                 "u_standard": step["u_standard"],
+                                 "u_expanded": step["u_expanded"],
+                                 "u_expanded_rel": _relative_pct(step["u_expanded"], step)}))
+    return {"components": [(name, entry["name"]) for name, entry in legend.items()],
+            "rows": [row | {"cells": [cells.get(name) for name in legend]}
+                     for cells, row in rows],
+            "legend": [entry | {"shown": entry["bases"][:BASES_SHOWN],
+                                "more": max(len(entry["bases"]) - BASES_SHOWN, 0)}
+                       for entry in legend.values()]}
 
 
 def _conditions_row(conditions: StepConditions, labels: Labels) -> dict[str, Any]:

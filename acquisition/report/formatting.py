@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from acquisition.times import NS_PER_S
+
 MISSING = "—"  # a figure that does not exist (None)
-NS = 1_000_000_000
 
 
 def fixed(value: float | None, decimals: int) -> str:
@@ -38,7 +39,7 @@ def utc(t_ns: int | None, with_date: bool = True) -> str:
     """A store time (UTC nanoseconds) to the millisecond, marked UTC."""
     if t_ns is None:
         return MISSING
-    moment = datetime.fromtimestamp(t_ns / NS, UTC)
+    moment = datetime.fromtimestamp(t_ns / NS_PER_S, UTC)
     text = moment.strftime("%Y-%m-%d %H:%M:%S.%f" if with_date else "%H:%M:%S.%f")
     return text[:-3] + (" UTC" if with_date else "")
 
@@ -47,7 +48,7 @@ def duration(start_ns: int | None, end_ns: int | None) -> str:
     """h:mm:ss.s between two store times."""
     if start_ns is None or end_ns is None:
         return MISSING
-    seconds = (end_ns - start_ns) / NS
+    seconds = (end_ns - start_ns) / NS_PER_S
     hours, rest = divmod(seconds, 3600)
     minutes, seconds = divmod(rest, 60)
     return f"{int(hours)}:{int(minutes):02d}:{seconds:04.1f}"

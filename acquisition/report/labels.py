@@ -11,7 +11,6 @@ from collections.abc import Iterable
 from typing import Literal
 
 Language = Literal["both", "zh", "en"]
-LANGUAGES: tuple[Language, ...] = ("both", "zh", "en")
 
 # key -> (Chinese, English); `{name}` fields are filled by the caller.
 LABELS: dict[str, tuple[str, str]] = {

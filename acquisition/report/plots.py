@@ -21,8 +21,8 @@ from matplotlib.figure import Figure
 
 from acquisition.dut.matching import Matching
 from acquisition.geodesy import local_offset_m
-from acquisition.report.formatting import NS
 from acquisition.report.labels import Labels
+from acquisition.times import NS_PER_S
 
 STYLE = {
     "font.family": ["Noto Sans CJK SC", "DejaVu Sans"],
@@ -46,7 +46,7 @@ def _svg(figure: Figure) -> str:
 
 
 def _time(t_ns: int) -> datetime:
-    return datetime.fromtimestamp(t_ns / NS, UTC)
+    return datetime.fromtimestamp(t_ns / NS_PER_S, UTC)
 
 
 def timeline(steps: Sequence[Mapping[str, Any]], matching: Matching | None,

@@ -10,14 +10,12 @@ plots itself.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from acquisition.config.station import StationConfig
-from acquisition.files import write_text_whole, written_whole
+from acquisition.files import write_json_whole, write_text_whole, written_whole
 from acquisition.report import document, formatting
 from acquisition.report.document import RunData
 from acquisition.report.labels import Labels
@@ -54,10 +52,6 @@ def _page_furniture(labels: Labels, title_key: str, run_id: str) -> dict[str, st
             "page_css": f'"{counters}"'}
 
 
-def results_json(results: dict[str, Any]) -> str:
-    return json.dumps(results, allow_nan=False, ensure_ascii=False, indent=2) + "\n"
-
-
 def write_report(data: RunData, config: StationConfig, labels: Labels, out: Path
                  ) -> list[Path]:
     """Write the five files into `out` (made if need be); their paths."""
@@ -65,7 +59,7 @@ def write_report(data: RunData, config: StationConfig, labels: Labels, out: Path
 
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.json"
-    write_text_whole(results_path, results_json(data.calibration.results))
+    write_json_whole(results_path, data.calibration.results)
     written = [results_path]
     env = environment(labels)
     contexts = {"record": document.record(data, config, labels),

@@ -18,6 +18,10 @@ class AmbiguousDutError(Exception):
     """Several DUTs reported in the run and none was chosen."""
 
 
+class UnknownDutError(Exception):
+    """The DUT named neither reported in the run nor has a [dut.<id>] table: a misspelt id."""
+
+
 @dataclass(frozen=True)
 class Calibration:
     """One DUT's calibration in one run, with the rows its figures come from."""
@@ -49,9 +53,17 @@ async def load_calibration(store: Store, config: StationConfig, run_id: str,
     """The calibration of `dut_id` in `run_id`, or of the one DUT that reported in it.
 
     UnknownRunError if there is no such run; AmbiguousDutError if several DUTs reported
-    and `dut_id` is None. A named DUT without reports is a calibration where every step
-    is a missed detection."""
+    and `dut_id` is None; UnknownDutError if `dut_id` neither reported nor is configured.
+    A configured DUT without reports is a calibration where every step is a missed
+    detection."""
     run, steps, duts = await load(store, config, run_id, dut_id)
+    if dut_id is not None and not duts and dut_id not in config.dut:
+        reported = [dut for (dut,) in await store.query(
+            "SELECT DISTINCT dut_id FROM dut_reports WHERE run_id = ? ORDER BY dut_id",
+            run_id)]
+        raise UnknownDutError(
+            f"DUT '{dut_id}' sent no report in run {run_id} and has no [dut.{dut_id}] "
+            f"table: a misspelt id? (reports from: {', '.join(reported) or 'none'})")
     if dut_id is None and len(duts) > 1:
         raise AmbiguousDutError(
             f"run {run_id} has reports of {len(duts)} DUTs "

@@ -48,6 +48,12 @@ def _is_full(error: sqlite3.Error | OSError) -> bool:
     return (getattr(error, "sqlite_errorcode", None) or 0) & 0xFF == sqlite3.SQLITE_FULL
 
 
+def read_only_uri(path: Path) -> str:
+    """The SQLite URI that opens `path` read-only; a URI names the file percent-encoded,
+    so any path will do."""
+    return f"{path.resolve().as_uri()}?mode=ro"
+
+
 def _version_problem(version: int) -> str:
     if version == 0:
         return "not a crf-daq run store (it has no schema version)"
@@ -135,8 +141,8 @@ class Store:
     def _open_read_only(self) -> None:
         """Open without writing anything, not even the schema: a store older than this
         crf-daq lacks tables the reading tools query, so it is refused by name."""
-        try:  # a URI (mode=ro) names the file percent-encoded: any path will do
-            db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
+        try:
+            db = sqlite3.connect(read_only_uri(self.path), uri=True,
                                  isolation_level=None, check_same_thread=False)
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version != SCHEMA_VERSION:
